@@ -1,0 +1,105 @@
+"""`lensforge TASK VERB [options]`: one entry point over the Python API.
+
+Every user mistake ends as one line on stderr and a non-zero exit code (2 for wrong options or
+missing paths); a traceback means a lensforge bug.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from ..errors import LensforgeError
+
+#: Sub-command modules; each has `register(subparsers)` adding its own `TASK VERB` parsers.
+COMMANDS = ["lensforge.cli.classify", "lensforge.cli.data"]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but an error is one line (plus a pointer to --help), exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def add_train_options(p: argparse.ArgumentParser, *, epochs: int, batch_size: int, lr: float) -> None:
+    """Options every trainable task shares; names match TrainConfig fields."""
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int, default=epochs, help=f"epochs to train (default {epochs})")
+    g.add_argument("--batch-size", type=int, default=batch_size, help=f"batch size (default {batch_size})")
+    g.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr})")
+    g.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw", help="adamw, or sgd with Nesterov momentum")
+    g.add_argument("--weight-decay", type=float, default=None, help="weight decay (default 0.05 adamw, 5e-4 sgd)")
+    g.add_argument("--schedule", choices=["onecycle", "cosine", "constant"], default="onecycle",
+                   help="learning-rate schedule after warm-up (default onecycle)")
+    g.add_argument("--warmup", type=float, default=0.15, help="fraction of steps spent warming up (default 0.15)")
+    g.add_argument("--ema", type=float, default=0.0, help="EMA decay of weights, e.g. 0.999 (default off)")
+    g.add_argument("--clip-grad", type=float, default=0.0, help="max gradient norm (default off)")
+    g.add_argument("--early-stop", type=int, default=0, metavar="PATIENCE",
+                   help="stop after PATIENCE epochs without validation improvement (needs --val-fraction)")
+    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    g.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="auto",
+                   help="auto = bf16 where the hardware has fast bf16, else fp32")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (10-25 s start-up)")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    g.add_argument("--out", default=None, help="run folder (default runs/<task>/<data>-<model>[-N])")
+    g.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped")
+
+
+def train_kwargs(args: argparse.Namespace) -> dict:
+    keys = ["epochs", "batch_size", "lr", "optimizer", "schedule", "warmup", "ema", "clip_grad", "early_stop",
+            "seed", "device", "precision", "compile", "progress"]
+    kw = {k: getattr(args, k) for k in keys}
+    kw["weight_decay"] = args.weight_decay if args.weight_decay is not None else (0.05 if args.optimizer == "adamw" else 5e-4)
+    return kw
+
+
+def add_data_options(p: argparse.ArgumentParser, default: str | None = "digits") -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default=default, required=default is None,
+                   help="dataset name (digits, mnist, fashion-mnist, cifar10) or a folder/.zip of root/<class>/images")
+    g.add_argument("--data-dir", default=None,
+                   help="where named datasets live as DIR/<name>/<official files> (default $LENSFORGE_DATA_DIR "
+                        "or ~/.cache/lensforge/datasets)")
+    g.add_argument("--no-download", dest="download", action="store_false",
+                   help="never download; fail with the path where the files are expected")
+
+
+def build_parser() -> Parser:
+    from .. import __version__
+
+    parser = Parser(prog="lensforge", description="Train, evaluate and use computer-vision models.")
+    parser.add_argument("--version", action="version", version=f"lensforge {__version__}")
+    sub = parser.add_subparsers(dest="task", metavar="TASK", parser_class=Parser)
+    sub.required = True
+    for mod in COMMANDS:
+        importlib.import_module(mod).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    from ..engine.trainer import Interrupted
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except Interrupted as e:
+        print(f"lensforge: {e}", file=sys.stderr)
+        return 130
+    except LensforgeError as e:
+        print(f"lensforge: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("lensforge: interrupted", file=sys.stderr)
+        return 130
+    except FloatingPointError as e:
+        print(f"lensforge: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

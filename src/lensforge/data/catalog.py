@@ -1,0 +1,128 @@
+"""Named datasets: where their official files come from and how to read them.
+
+With `--data-dir D`, dataset NAME lives in `D/NAME/` under its official file names -- the same
+layout a user gets by downloading by hand -- so pointing lensforge at an existing copy just works.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from .download import RemoteFile, data_root, fetch
+from .formats import read_cifar10_binary, read_idx_pair
+from .preprocess import PreprocessSpec
+from .sets import TensorSet
+
+MNIST_URLS = ("https://ossci-datasets.s3.amazonaws.com/mnist/",
+              "http://yann.lecun.com/exdb/mnist/",
+              "https://storage.googleapis.com/cvdf-datasets/mnist/")
+FASHION_URLS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+                "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/")
+IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+MNIST_MD5 = ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
+             "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c")
+FASHION_MD5 = ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
+               "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310")
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck"]
+CIFAR10_FILE = RemoteFile("cifar-10-binary.tar.gz",
+                          ("https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
+                           "http://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"),
+                          "c32a1d4ab5d03f1284b67883e8d87530")
+
+
+@dataclass
+class Augment:
+    """Batched on-device augmentation settings (see data/augment.py)."""
+
+    translate: int = 0      # max shift in pixels (random crop of a zero-padded image)
+    flip: bool = False      # horizontal flips: wrong for digits and text, right for objects
+    cutout: int = 0         # side of a zeroed square, 0 = off
+
+    def to_dict(self) -> dict:
+        return {"translate": self.translate, "flip": self.flip, "cutout": self.cutout}
+
+
+@dataclass
+class Dataset:
+    """Splits plus everything a model trained on them must remember (classes, preprocessing)."""
+
+    name: str
+    classes: list[str] | None
+    train: TensorSet
+    test: TensorSet | None
+    spec: PreprocessSpec
+    augment: Augment = field(default_factory=Augment)
+    val: TensorSet | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes) if self.classes else 0
+
+
+def _idx_dataset(name: str, base_urls, md5s, classes, spec, augment) -> Callable[..., Dataset]:
+    def load(data_dir=None, download=True) -> Dataset:
+        folder = data_root(data_dir) / name
+        paths = [fetch(RemoteFile(f, tuple(u + f for u in base_urls), m), folder, download=download)
+                 for f, m in zip(IDX_FILES, md5s)]
+        xtr, ytr = read_idx_pair(paths[0], paths[1])
+        xte, yte = read_idx_pair(paths[2], paths[3])
+        return Dataset(name, list(classes), TensorSet(torch.from_numpy(xtr), torch.from_numpy(ytr)),
+                       TensorSet(torch.from_numpy(xte), torch.from_numpy(yte)), spec, augment)
+    return load
+
+
+def _cifar10(data_dir=None, download=True) -> Dataset:
+    path = fetch(CIFAR10_FILE, data_root(data_dir) / "cifar10", download=download)
+    parts = read_cifar10_binary(path)
+    sets = {k: TensorSet(torch.from_numpy(x), torch.from_numpy(y)) for k, (x, y) in parts.items()}
+    return Dataset("cifar10", list(CIFAR10_CLASSES), sets["train"], sets["test"],
+                   PreprocessSpec((32, 32), 3, "resize"), Augment(translate=4, flip=True, cutout=8))
+
+
+def _digits(data_dir=None, download=True) -> Dataset:
+    """scikit-learn's bundled 8x8 digits, upscaled into the MNIST frame (20x20 box in 28x28)
+    so the demo needs no download and its models accept the same photos as MNIST models."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0)[:, None]
+    x = torch.nn.functional.interpolate(x, size=(20, 20), mode="bilinear", align_corners=False)
+    x = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    images = (x.clamp(0, 1) * 255).round().to(torch.uint8)
+    labels = torch.from_numpy(bunch.target.astype(np.int64))
+    perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
+    n_test = len(images) // 5
+    test, train = perm[:n_test].sort().values, perm[n_test:].sort().values
+    return Dataset("digits", [str(i) for i in range(10)], TensorSet(images[train], labels[train]),
+                   TensorSet(images[test], labels[test]), PreprocessSpec((28, 28), 1, "digit"),
+                   Augment(translate=2))
+
+
+_DIGIT_SPEC = PreprocessSpec((28, 28), 1, "digit")
+NAMED: dict[str, Callable[..., Dataset]] = {
+    "digits": _digits,
+    "mnist": _idx_dataset("mnist", MNIST_URLS, MNIST_MD5, [str(i) for i in range(10)],
+                          _DIGIT_SPEC, Augment(translate=2)),
+    "fashion-mnist": _idx_dataset("fashion-mnist", FASHION_URLS, FASHION_MD5, FASHION_CLASSES,
+                                  PreprocessSpec((28, 28), 1, "resize"), Augment(translate=2, flip=True)),
+    "cifar10": _cifar10,
+}
+
+
+def is_named(name: str) -> bool:
+    return name in NAMED
+
+
+def load_named(name: str, data_dir: str | Path | None = None, download: bool = True) -> Dataset:
+    if name not in NAMED:
+        raise DataError(f"unknown dataset '{name}' (known: {', '.join(NAMED)}; or give a folder or .zip path)")
+    return NAMED[name](data_dir=data_dir, download=download)

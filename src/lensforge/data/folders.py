@@ -1,0 +1,177 @@
+"""A user's own images: `root/<class>/*.jpg`, optionally under `train/`, `test/` or `val/`,
+given as a folder or as a `.zip` of one.
+
+Small sets are decoded once into memory (and cached under the cache directory, keyed by file
+identity and size, so the second run skips JPEG decoding); large ones stream from disk.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import zipfile
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from ..fileio import atomic_open
+from .catalog import Augment, Dataset
+from .imageio import IMAGE_EXTENSIONS, image_size
+from .preprocess import PreprocessSpec, load_and_prepare
+from .sets import FileSet, TensorSet, split_off
+
+SPLIT_NAMES = {"train": "train", "test": "test", "val": "val", "valid": "val", "validation": "val"}
+MEMORY_LIMIT = int(os.environ.get("LENSFORGE_MEMORY_LIMIT", 4 << 30))
+
+
+@dataclass
+class _Source:
+    """Uniform access to files in a folder or a zip: relative posix names and a byte reader."""
+
+    root: Path
+    names: list[str]
+    read: Callable[[str], bytes]
+
+
+def _open_source(root: Path) -> _Source:
+    if root.is_dir():
+        names = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                       if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                       and not any(part.startswith(".") for part in p.relative_to(root).parts))
+        return _Source(root, names, lambda n: (root / n).read_bytes())
+    if root.suffix.lower() == ".zip":
+        try:
+            zf = zipfile.ZipFile(root)
+        except (zipfile.BadZipFile, OSError) as e:
+            raise DataError(f"{root}: not a readable zip file ({e})") from None
+        names = sorted(n for n in zf.namelist() if not n.endswith("/")
+                       and PurePosixPath(n).suffix.lower() in IMAGE_EXTENSIONS
+                       and not any(p.startswith((".", "__MACOSX")) for p in PurePosixPath(n).parts))
+        return _Source(root, names, zf.read)
+    raise DataError(f"{root}: not a folder or .zip of images")
+
+
+def _layout(names: list[str]) -> tuple[dict[str, list[str]], dict[str, list[str | None]]]:
+    """Group files into splits and classes, skipping wrapper folders like `orl_faces/`."""
+    parts = [PurePosixPath(n).parts for n in names]
+    depth = 0
+    while (all(len(p) > depth + 1 for p in parts) and len({p[depth] for p in parts}) == 1
+           and parts[0][depth].lower() not in SPLIT_NAMES):
+        depth += 1
+    splits: dict[str, list[str]] = {}
+    labels: dict[str, list[str | None]] = {}
+    has_splits = any(len(p) > depth + 1 and p[depth].lower() in SPLIT_NAMES for p in parts)
+    for name, p in zip(names, parts):
+        p = p[depth:]
+        split = "train"
+        if has_splits:
+            if p[0].lower() not in SPLIT_NAMES:
+                continue  # stray files next to train/ and test/
+            split, p = SPLIT_NAMES[p[0].lower()], p[1:]
+        splits.setdefault(split, []).append(name)
+        labels.setdefault(split, []).append(p[0] if len(p) > 1 else None)
+    return splits, labels
+
+
+def _probe_spec(source: _Source, names: list[str], size, channels, style) -> PreprocessSpec:
+    """Pick the model input size and channels from a sample of image headers unless given."""
+    sample = names[:: max(1, len(names) // 200)][:200]
+    headers = []
+    for n in sample:
+        try:
+            headers.append(image_size(source.read(n), name=n))
+        except DataError:
+            continue
+    if not headers:
+        raise DataError(f"{source.root}: none of the sampled files is a readable image")
+    if channels is None:
+        grey = {"L", "1", "I;16", "I", "F", "LA", "I;16B", "I;16L"}
+        channels = 1 if all(m in grey for _, _, m in headers) else 3
+    if size is None:
+        (w, h), _ = Counter((w, h) for w, h, _ in headers).most_common(1)[0]
+        same = all((hw[0], hw[1]) == (w, h) for hw in headers)
+        size = (h, w) if same and max(h, w) <= 128 else (64, 64)
+    elif isinstance(size, int):
+        size = (size, size)
+    return PreprocessSpec(tuple(size), int(channels), style)
+
+
+def _cache_path(source: _Source, spec: PreprocessSpec, split: str) -> Path:
+    st = source.root.stat()
+    key = f"{source.root.resolve()}|{st.st_size}|{st.st_mtime_ns}|{spec.to_dict()}|{split}|v1"
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lensforge" / "decoded"
+    return base / (hashlib.sha1(key.encode()).hexdigest()[:20] + ".pt")
+
+
+def _decode_all(source: _Source, names: list[str], spec: PreprocessSpec, split: str) -> tuple[torch.Tensor, list[str]]:
+    """Decode every image once; unreadable files are skipped with a count, not a crash."""
+    cache = _cache_path(source, spec, split) if source.root.is_file() else None
+    if cache is not None and cache.exists():
+        try:
+            blob = torch.load(cache, weights_only=True)
+            if blob["names"] == names:
+                return blob["images"], names
+        except Exception:  # a stale or damaged cache is just rebuilt
+            pass
+
+    def decode(n):
+        try:
+            return load_and_prepare(source.read(n), spec, name=n)
+        except DataError:
+            return None
+
+    with ThreadPoolExecutor(2) as pool:
+        arrays = list(pool.map(decode, names))
+    keep = [i for i, a in enumerate(arrays) if a is not None]
+    if not keep:
+        raise DataError(f"{source.root}: no readable images in split '{split}'")
+    images = torch.from_numpy(np.stack([arrays[i] for i in keep]))
+    kept = [names[i] for i in keep]
+    if cache is not None and len(keep) == len(names):
+        with atomic_open(cache, "wb") as f:
+            torch.save({"images": images, "names": kept}, f)
+    return images, kept
+
+
+def load_folder(path: str | Path, *, size=None, channels=None, style: str = "resize",
+                test_fraction: float = 0.2, require_labels: bool = True) -> Dataset:
+    """Load an image folder or zip as a Dataset (classes = sorted sub-folder names)."""
+    root = Path(path)
+    if not root.exists():
+        raise DataError(f"{root}: no such file or folder")
+    source = _open_source(root)
+    if not source.names:
+        raise DataError(f"{root}: contains no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    splits, split_labels = _layout(source.names)
+    if "train" not in splits:
+        raise DataError(f"{root}: has {'/'.join(sorted(splits))} but no train/ split")
+    all_labels = {l for ls in split_labels.values() for l in ls}
+    labelled = None not in all_labels
+    if require_labels and not labelled:
+        raise DataError(f"{root}: images must sit in one sub-folder per class (root/<class>/image.jpg)")
+    classes = sorted(all_labels) if labelled else None
+    spec = _probe_spec(source, splits["train"], size, channels, style)
+    n_bytes = len(source.names) * spec.channels * spec.size[0] * spec.size[1]
+    sets = {}
+    for split, names in splits.items():
+        label_of = {n: l for n, l in zip(names, split_labels[split])}
+        if n_bytes <= MEMORY_LIMIT:
+            images, kept = _decode_all(source, names, spec, split)
+            labels = torch.tensor([classes.index(label_of[n]) for n in kept]) if labelled else None
+            sets[split] = TensorSet(images, labels, kept)
+        else:
+            labels = torch.tensor([classes.index(l) for l in split_labels[split]]) if labelled else None
+            sets[split] = FileSet(names, labels, spec, source.read)
+    train, test = sets["train"], sets.get("test")
+    val = sets.get("val")
+    if test is None and val is not None:
+        test, val = val, None
+    if test is None and test_fraction > 0:
+        train, test = split_off(train, test_fraction, seed=0)
+    translate = max(1, min(spec.size) // 8)
+    return Dataset(root.name, classes, train, test, spec, Augment(translate=translate, flip=True), val=val)

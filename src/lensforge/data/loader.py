@@ -1,0 +1,53 @@
+"""Batches for training and evaluation, sliced from a split and augmented on the device.
+
+Shuffling and augmentation draw from generators seeded by (seed, epoch, step), so an
+interrupted run can restart at any step and see exactly the batches it would have seen.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from .augment import augment_batch
+from .catalog import Augment
+
+
+def _gen(*keys: int) -> torch.Generator:
+    seed = 0
+    for k in keys:
+        seed = (seed * 1_000_003 + int(k) + 1) % (2 ** 63 - 1)
+    return torch.Generator().manual_seed(seed)
+
+
+class Batches:
+    """Iterates (images float in [0,1] on `device`, labels or None) over a TensorSet/FileSet."""
+
+    def __init__(self, data, batch_size: int, *, device: torch.device | str = "cpu", shuffle: bool = False,
+                 drop_last: bool = False, augment: Augment | None = None, seed: int = 0):
+        if batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {batch_size}")
+        self.data, self.batch_size, self.device = data, batch_size, torch.device(device)
+        self.shuffle, self.augment, self.seed = shuffle, augment, seed
+        self.drop_last = drop_last and len(data) > batch_size
+
+    def __len__(self) -> int:
+        n = len(self.data)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Batches of one epoch, beginning at batch index `start` (for exact mid-epoch resume)."""
+        n = len(self.data)
+        order = torch.randperm(n, generator=_gen(self.seed, epoch)) if self.shuffle else torch.arange(n)
+        for step in range(start, len(self)):
+            idx = order[step * self.batch_size:(step + 1) * self.batch_size]
+            x, y = self.data.take(idx)
+            x = x.to(self.device, non_blocking=True)
+            if self.augment is not None:
+                x = augment_batch(x, translate=self.augment.translate, flip=self.augment.flip,
+                                  cutout_size=self.augment.cutout, generator=_gen(self.seed, epoch, step, 7))
+            x = x.float().div_(255)
+            yield x, (y.to(self.device, non_blocking=True) if y is not None else None)
+
+    def __iter__(self):
+        return self.epoch(0)
