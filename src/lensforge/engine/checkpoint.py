@@ -7,8 +7,9 @@ would run on load) is refused before anything in it executes.
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import torch
 
@@ -19,8 +20,23 @@ FORMAT = "lensforge-checkpoint"
 VERSION = 1
 
 
+def _plain(obj):
+    """Reduce metadata to types the weights-only unpickler accepts (paths -> str, numpy -> python)."""
+    if isinstance(obj, torch.Tensor) or obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v) for v in obj)
+    if isinstance(obj, PurePath):
+        return str(obj)
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    raise TypeError(f"cannot store {type(obj).__name__} in a checkpoint")
+
+
 def save_checkpoint(path: str | Path, payload: dict) -> None:
-    payload = {"format": FORMAT, "version": VERSION, **payload}
+    payload = _plain({"format": FORMAT, "version": VERSION, **payload})
     with atomic_open(path, "wb") as f:
         torch.save(payload, f)
 
@@ -36,11 +52,15 @@ def load_checkpoint(path: str | Path, task: str | None = None) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such weights file")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about protocols of foreign pickles
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
-        raise CheckpointError(f"{path}: refused to load: the file contains pickled objects that are not "
-                              f"plain weights ({first[:160]})") from None
+        globals_ = [l.strip() for l in str(e).splitlines() if "global" in l.lower() and ("unsupported" in l.lower() or "blocked" in l.lower())]
+        if globals_:
+            raise CheckpointError(f"{path}: refused to load: the file contains pickled objects that are not "
+                                  f"plain weights ({globals_[0][:160]})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (unrecognised data)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0][:160]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
