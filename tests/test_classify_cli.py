@@ -102,7 +102,7 @@ def run_cli(*args):
     (["classify", "train", "--data", "/no/such/folder"], 2, "not a known dataset"),
     (["classify", "train", "--epochs", "0", "--no-progress"], 2, "--epochs must be >= 1"),
     (["classify", "train", "--model", "vgg99", "--epochs", "1"], 2, "unknown model 'vgg99'"),
-    (["classify", "predict", "--weights", "/no/such.pt", "x.png"], 1, "no such weights file"),
+    (["classify", "predict", "--weights", "/no/such.pt", "x.png"], 2, "no such weights file"),
     (["classify", "train", "--resume", "/no/such/run"], 2, "no weights/last.pt"),
     (["nosuchtask"], 2, "invalid choice"),
 ])

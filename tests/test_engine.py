@@ -102,3 +102,20 @@ def test_interrupt_and_resume_is_exact(mnist_dir, tmp_path, monkeypatch):
         for key in ("train_loss", "test_loss", "test_accuracy", "lr"):
             assert float(ra[key]) == pytest.approx(float(rb[key]), rel=1e-4, abs=1e-5), key
     assert resumed.results["test_accuracy"] == pytest.approx(full.results["test_accuracy"], abs=1e-6)
+
+
+def test_early_stopping_on_validation(mnist_dir, tmp_path, monkeypatch):
+    scores = iter([0.5, 0.6, 0.6, 0.55, 0.9, 0.9])
+    monkeypatch.setattr(classify.ClassifyTask, "evaluate", lambda self, model: {"val_accuracy": next(scores)})
+    run = classify.train("mnist", data_dir=mnist_dir, model="mlp", epochs=6, early_stop=2, val_fraction=0.2,
+                         out=tmp_path / "run", **FAST)
+    # best 0.6 at epoch 2; epochs 3 and 4 bring no improvement -> stop after epoch 4
+    assert run.results["epochs_run"] == 4 and run.results["best_epoch"] == 2
+    best = load_checkpoint(tmp_path / "run" / "weights" / "best.pt")
+    assert best["epoch"] == 2 and best["best"]["value"] == 0.6
+
+
+def test_early_stop_needs_validation(mnist_dir, tmp_path):
+    from lensforge.errors import UsageError
+    with pytest.raises(UsageError, match="--val-fraction"):
+        classify.train("mnist", data_dir=mnist_dir, model="mlp", epochs=2, early_stop=2, out=tmp_path / "r", **FAST)

@@ -13,7 +13,7 @@ from pathlib import Path, PurePath
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, UsageError
 from ..fileio import atomic_open
 
 FORMAT = "lensforge-checkpoint"
@@ -50,7 +50,7 @@ def load_checkpoint(path: str | Path, task: str | None = None) -> dict:
                 path = candidate
                 break
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such weights file")
+        raise UsageError(f"{path}: no such weights file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about protocols of foreign pickles

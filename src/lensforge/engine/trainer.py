@@ -178,6 +178,8 @@ def fit(task: Task, cfg: TrainConfig, run_dir: str | Path, resume: dict | None =
     def payload(weights_model, position_epoch, position_step, full=True) -> dict:
         p = {**task.checkpoint_meta(), "model": weights_model.state_dict(), "config": asdict(cfg),
              "runtime": rt.describe(), "epoch": position_epoch, "step_in_epoch": position_step,
+             "scheduler": {"kind": cfg.schedule, "warmup": cfg.warmup, "total_steps": total_steps,
+                           "step": position_epoch * steps_per_epoch + position_step},
              "history": history, "best": {"value": best, "epoch": best_epoch, "monitor": cfg.monitor},
              "train_seconds": train_seconds}
         if full:
