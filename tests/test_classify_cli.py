@@ -145,3 +145,28 @@ def test_ctrl_c_saves_and_resume_completes(mnist_dir, tmp_path):
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert [row["epoch"] for row in rows] == ["1", "2", "3", "4"]
     assert json.loads((run / "results.json").read_text())["epochs_run"] == 4
+
+
+def test_own_folder_zip_train_and_predict(tmp_path):
+    """A user's zip of class folders trains a resnet; predict on a full-size photo of one class."""
+    import zipfile
+
+    from conftest import write_image_folder
+
+    root = write_image_folder(tmp_path / "src" / "colours", classes=("red", "green", "blue"), n=16, size=(24, 24))
+    zpath = tmp_path / "colours.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        for f in root.rglob("*.png"):
+            z.write(f, f.relative_to(tmp_path / "src").as_posix())
+    out = tmp_path / "run"
+    assert main(["classify", "train", "--data", str(zpath), "--model", "resnet", "--epochs", "8", "--batch-size", "16",
+                 "--out", str(out), "--no-progress"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["test_accuracy"] >= 0.8  # chance is 1/3
+    photo = tmp_path / "big_green.jpg"
+    arr = np.random.default_rng(1).integers(0, 60, (480, 640, 3)).astype(np.uint8)
+    arr[..., 1] += 150
+    Image.fromarray(arr).save(photo)
+    from lensforge.tasks import classify
+    pred = classify.load(out).predict([photo])[0]
+    assert pred.error is None and pred.label == "green"
