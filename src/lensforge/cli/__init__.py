@@ -13,7 +13,7 @@ import sys
 from ..errors import LensforgeError
 
 #: Sub-command modules; each has `register(subparsers)` adding its own `TASK VERB` parsers.
-COMMANDS = ["lensforge.cli.classify", "lensforge.cli.data"]
+COMMANDS = ["lensforge.cli.classify", "lensforge.cli.data", "lensforge.cli.colorize", "lensforge.cli.stylize"]
 
 
 class Parser(argparse.ArgumentParser):

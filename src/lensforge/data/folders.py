@@ -172,6 +172,9 @@ def load_folder(path: str | Path, *, size=None, channels=None, style: str = "res
     if test is None and val is not None:
         test, val = val, None
     if test is None and test_fraction > 0:
-        train, test = split_off(train, test_fraction, seed=0)
+        try:
+            train, test = split_off(train, test_fraction, seed=0)
+        except ValueError as e:
+            raise DataError(f"{root}: too few images for a test split ({e}); add more or a test/ folder") from None
     translate = max(1, min(spec.size) // 8)
     return Dataset(root.name, classes, train, test, spec, Augment(translate=translate, flip=True), val=val)

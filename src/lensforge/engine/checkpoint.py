@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pickle
 import warnings
-import zipfile
 from pathlib import Path, PurePath
 
 import torch
@@ -61,8 +60,9 @@ def load_checkpoint(path: str | Path, task: str | None = None) -> dict:
             raise CheckpointError(f"{path}: refused to load: the file contains pickled objects that are not "
                                   f"plain weights ({globals_[0][:160]})") from None
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (unrecognised data)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0][:160]})") from None
+    except Exception as e:  # torch raises many types (KeyError for text files, RuntimeError, ...)
+        detail = (str(e).splitlines() or [""])[0][:160]
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {detail})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a lensforge checkpoint (no '{FORMAT}' marker)")
     if ckpt.get("version", 0) > VERSION:

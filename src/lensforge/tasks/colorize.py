@@ -7,13 +7,15 @@
 Regressing ab with L2/L1 gives sepia: for an object that may be red or blue, the loss-optimal
 answer is the grey average. Following Zhang et al. (2016), chroma is instead classified into
 quantised ab bins (10x10 Lab units, in-gamut only), with soft targets, class rebalancing towards
-rare saturated colours, and an "annealed mean" decode whose temperature trades vividness
-against per-pixel accuracy. The temperature is chosen on a validation split (never the test set):
-the most colourful setting that still beats the grey image in PSNR.
+rare saturated colours, and an "annealed mean" decode. Two decode knobs trade vividness against
+per-pixel accuracy: the temperature, and how much of the rebalancing bias is divided back out
+("correction"). Both are chosen on a validation split (never the test set): the most colourful
+setting that still beats the grey image in PSNR.
 """
 from __future__ import annotations
 
 import io
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +24,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 
 from ..color import colourfulness, lab_to_rgb, psnr, rgb_to_lab, ssim
 from ..data import Augment, load_dataset
@@ -39,7 +42,8 @@ from .classify import expand_inputs  # noqa: F401  (same file/folder expansion a
 TASK = "colorize"
 BIN = 10.0                      # ab bin side, Lab units (Zhang et al.)
 SIGMA = 5.0                     # soft-encoding and prior-smoothing width, Lab units
-TEMPERATURES = (1.0, 0.77, 0.6, 0.5, 0.38, 0.3)
+TEMPERATURES = (1.0, 0.6, 0.5, 0.38)
+CORRECTIONS = (0.0, 0.5, 0.7, 0.85, 1.0)
 
 
 @dataclass
@@ -133,12 +137,18 @@ def empirical_prior(data, bins: torch.Tensor, max_images: int = 2000) -> torch.T
     return (counts + 1e-3) / (counts + 1e-3).sum()
 
 
-def decode(logits: torch.Tensor, bins: torch.Tensor, temperature: float) -> torch.Tensor:
+def decode(logits: torch.Tensor, bins: torch.Tensor, temperature: float, class_weights: torch.Tensor | None = None,
+           correction: float = 0.0) -> torch.Tensor:
     """(B,Q,H,W) logits -> (B,2,H,W) ab by the annealed mean: softmax(log p / T) averaged over bins.
 
-    T = 1 is the distribution mean (best PSNR, dull); T -> 0 the mode (vivid, blotchy).
+    T = 1 is the distribution mean, T -> 0 the mode (vivid, blotchy). Training with rebalancing
+    makes the network predict p(q) * w(q), biased towards saturated colours; `correction` c in
+    [0,1] divides w**c back out (c = 1 gives the calibrated posterior: best PSNR, dullest).
     """
-    p = torch.softmax(logits.float() / temperature, dim=1)
+    logits = logits.float()
+    if correction and class_weights is not None:
+        logits = logits - correction * class_weights.to(logits.device).log().view(1, -1, 1, 1)
+    p = torch.softmax(logits / temperature, dim=1)
     return torch.einsum("bqhw,qc->bchw", p, bins.to(logits.device))
 
 
@@ -195,7 +205,7 @@ class ColorizeTask:
     def checkpoint_meta(self) -> dict:
         return {"task": TASK, "model_name": "unet", "model_kwargs": self.model_kwargs,
                 "bins": self.bins.clone(), "class_weights": self.weights.clone(), "size": list(self.size),
-                "temperature": 0.38, "options": asdict(self.opts)}
+                "temperature": 0.38, "correction": 0.0, "options": asdict(self.opts)}
 
 
 @dataclass
@@ -213,8 +223,11 @@ def _build(opts: ColorizeOptions, cfg: TrainConfig):
     m = 2 ** opts.depth
     if opts.size is not None and (opts.size < m or opts.size % m):
         raise UsageError(f"--size {opts.size}: must be a multiple of {m} (2**depth)")
-    ds = load_dataset(opts.data, data_dir=opts.data_dir, download=opts.download, image_size=opts.size,
-                      channels=3, require_labels=False, val_fraction=opts.val_fraction, seed=cfg.seed)
+    try:
+        ds = load_dataset(opts.data, data_dir=opts.data_dir, download=opts.download, image_size=opts.size,
+                          channels=3, require_labels=False, val_fraction=opts.val_fraction, seed=cfg.seed)
+    except ValueError as e:  # load_folder's own test split of a 1-image folder raises it
+        raise DataError(f"{opts.data}: {e}") from None
     c, h, w = ds.train.shape
     if c != 3:
         raise DataError(f"{opts.data}: colourisation needs colour images, these have {c} channel(s)")
@@ -261,6 +274,52 @@ def _resume(run_dir: Path, progress: bool = True) -> Run:
                              cfg, opts, rt, state)
 
 
+def calibrate(run_dir: str | Path, device: str = "auto") -> dict:
+    """Re-choose the decoding on the validation split and re-evaluate on test, for a finished run
+    (e.g. one trained before a decoding option existed); updates best.pt, results.json, report."""
+    run_dir = Path(run_dir)
+    state = load_checkpoint(run_dir / "weights" / "best.pt", task=TASK)
+    opts = ColorizeOptions(**state["options"])
+    cfg = TrainConfig.from_dict(state["config"])
+    rt = select_runtime(device, cfg.precision)
+    ds, _ = _build(opts, cfg)
+    results = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").exists() else {}
+    results.update(_finalize(run_dir, ds, opts, rt))
+    write_json(run_dir / "results.json", results)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
+    _write_html(run_dir, results, config or {"data": opts.data})
+    return results
+
+
+def _finalize(run_dir: Path, ds, opts: ColorizeOptions, rt: Runtime) -> dict:
+    """Pick the decoding on validation, store it in best.pt, evaluate on test, draw the strip."""
+    best_path = run_dir / "weights" / "best.pt"
+    best = load_checkpoint(best_path, task=TASK)
+    net = create_model("unet", **best["model_kwargs"])
+    net.load_state_dict(best["model"])
+    net.to(rt.device).eval()
+    bins, weights = best["bins"], best["class_weights"]
+    results: dict = {}
+    if ds.val is not None:
+        sweep = sweep_decodings(net, ds.val, bins, weights, rt)
+        best["temperature"], best["correction"] = pick_decoding(sweep)
+        save_checkpoint(best_path, {k: v for k, v in best.items() if k not in ("format", "version")})
+        results["decoding_choice"] = "most colourful on the validation split with PSNR above the grey baseline"
+        results["val_sweep"] = sweep
+    results["temperature"], results["correction"] = best.get("temperature", 0.38), best.get("correction", 0.0)
+    dec = (results["temperature"], weights, results["correction"])
+    test = ds.test if ds.test is not None else ds.val
+    if test is not None:
+        if opts.eval_images and opts.eval_images < len(test):
+            test = test.subset(torch.arange(opts.eval_images))
+        results.update(evaluate_split(net, test, bins, dec, rt))
+        # On test only the temperatures at the chosen correction: a trade-off curve for the report,
+        # at a fifth of the cost of the full validation grid.
+        results["test_sweep"] = sweep_decodings(net, test, bins, weights, rt, corrections=(results["correction"],))
+        _comparison_strip(net, test, bins, dec, rt, run_dir / "comparison.png")
+    return results
+
+
 def _train_and_report(run_dir, ds, size, net, kwargs, bins, weights, cfg, opts, rt, resume_state) -> Run:
     task = ColorizeTask(ds.train, ds.val, net, kwargs, bins, weights, cfg, opts, rt, size)
     config = {"task": TASK, **asdict(opts), "train": asdict(cfg), "runtime": rt.describe(), "model_kwargs": kwargs,
@@ -268,28 +327,9 @@ def _train_and_report(run_dir, ds, size, net, kwargs, bins, weights, cfg, opts, 
                                                                        ("test", ds.test)) if s is not None}}
     write_config(run_dir, config)
     result = fit(task, cfg, run_dir, resume=resume_state)
-    best_path = run_dir / "weights" / "best.pt"
-    best = load_checkpoint(best_path, task=TASK)
-    net.load_state_dict(best["model"])
-    net.to(rt.device).eval()
     results = {"best_epoch": result.best_epoch, "epochs_run": len(result.history),
                "train_seconds": round(result.train_seconds, 2), **rt.describe()}
-    if ds.val is not None:
-        sweep = sweep_temperatures(net, ds.val, bins, rt)
-        best["temperature"] = pick_temperature(sweep)
-        save_checkpoint(best_path, {k: v for k, v in best.items() if k not in ("format", "version")})
-        results["temperature"] = best["temperature"]
-        results["temperature_choice"] = "most colourful on the validation split with PSNR above the grey baseline"
-        results["val_sweep"] = sweep
-    else:
-        results["temperature"] = best["temperature"]
-    test = ds.test if ds.test is not None else ds.val
-    if test is not None:
-        if opts.eval_images and opts.eval_images < len(test):
-            test = test.subset(torch.arange(opts.eval_images))
-        results.update(evaluate_split(net, test, bins, results["temperature"], rt))
-        results["test_sweep"] = sweep_temperatures(net, test, bins, rt)
-        _comparison_strip(net, test, bins, results["temperature"], rt, run_dir / "comparison.png")
+    results.update(_finalize(run_dir, ds, opts, rt))
     from ..report import plot_curves
     plot_curves(result.history, run_dir / "curves.png")
     write_json(run_dir / "results.json", results)
@@ -310,36 +350,39 @@ def _predict_logits(net, data, rt: Runtime, batch_size: int = 256):
 
 
 @torch.no_grad()
-def sweep_temperatures(net, data, bins, rt: Runtime, temps: Sequence[float] = TEMPERATURES) -> list[dict]:
-    """PSNR and colourfulness at each decode temperature, plus the grey image's PSNR for reference."""
-    sums = {t: [0.0, 0.0] for t in temps}
+def sweep_decodings(net, data, bins, weights, rt: Runtime, temps: Sequence[float] = TEMPERATURES,
+                    corrections: Sequence[float] = CORRECTIONS) -> list[dict]:
+    """PSNR and colourfulness for each (temperature, correction), plus the grey image's PSNR."""
+    sums = {(t, c): [0.0, 0.0] for c in corrections for t in temps}
     grey_psnr, n = 0.0, 0
     for x, L, logits in _predict_logits(net, data, rt):
         grey = lab_to_rgb(torch.cat([L, torch.zeros_like(L), torch.zeros_like(L)], 1))
         grey_psnr += float(psnr(grey, x).sum())
-        for t in temps:
-            out = lab_to_rgb(torch.cat([L, decode(logits, bins, t)], 1))
-            sums[t][0] += float(psnr(out, x).sum())
-            sums[t][1] += float(colourfulness(out).sum())
+        for (t, c), acc in sums.items():
+            out = lab_to_rgb(torch.cat([L, decode(logits, bins, t, weights, c)], 1))
+            acc[0] += float(psnr(out, x).sum())
+            acc[1] += float(colourfulness(out).sum())
         n += len(x)
-    return [{"temperature": t, "psnr": round(s[0] / n, 4), "colourfulness": round(s[1] / n, 4),
-             "grey_psnr": round(grey_psnr / n, 4)} for t, s in sums.items()]
+    return [{"temperature": t, "correction": c, "psnr": round(s[0] / n, 4), "colourfulness": round(s[1] / n, 4),
+             "grey_psnr": round(grey_psnr / n, 4)} for (t, c), s in sums.items()]
 
 
-def pick_temperature(sweep: list[dict], margin: float = 0.05) -> float:
-    """Lowest (most vivid) temperature whose PSNR still beats grey by `margin` dB, else the mean (T=1)."""
+def pick_decoding(sweep: list[dict], margin: float = 0.05) -> tuple[float, float]:
+    """(temperature, correction) with the most colour whose PSNR still beats grey by `margin` dB;
+    if none does, the one with the best PSNR."""
     ok = [row for row in sweep if row["psnr"] >= row["grey_psnr"] + margin]
-    return min(ok, key=lambda r: r["temperature"])["temperature"] if ok else max(r["temperature"] for r in sweep)
+    row = max(ok, key=lambda r: r["colourfulness"]) if ok else max(sweep, key=lambda r: r["psnr"])
+    return row["temperature"], row.get("correction", 0.0)
 
 
 @torch.no_grad()
-def evaluate_split(net, data, bins, temperature: float, rt: Runtime) -> dict:
+def evaluate_split(net, data, bins, dec: tuple, rt: Runtime) -> dict:
     """PSNR/SSIM vs the original RGB for our output and for the grey (L-only) baseline, and colourfulness."""
     acc = {k: 0.0 for k in ("psnr", "ssim", "grey_psnr", "grey_ssim", "colourfulness", "original_colourfulness",
                             "grey_colourfulness")}
     n = 0
     for x, L, logits in _predict_logits(net, data, rt):
-        out = lab_to_rgb(torch.cat([L, decode(logits, bins, temperature)], 1))
+        out = lab_to_rgb(torch.cat([L, decode(logits, bins, *dec)], 1))
         grey = lab_to_rgb(torch.cat([L, torch.zeros_like(L), torch.zeros_like(L)], 1))
         for key, val in (("psnr", psnr(out, x)), ("ssim", ssim(out, x)), ("grey_psnr", psnr(grey, x)),
                          ("grey_ssim", ssim(grey, x)), ("colourfulness", colourfulness(out)),
@@ -353,7 +396,7 @@ def evaluate_split(net, data, bins, temperature: float, rt: Runtime) -> dict:
 
 
 @torch.no_grad()
-def _comparison_strip(net, data, bins, temperature, rt, path: Path, n: int = 8) -> None:
+def _comparison_strip(net, data, bins, dec: tuple, rt, path: Path, n: int = 8) -> None:
     from ..report import save_image_grid_png
 
     idx = torch.linspace(0, len(data) - 1, min(n, len(data))).long()
@@ -362,7 +405,7 @@ def _comparison_strip(net, data, bins, temperature, rt, path: Path, n: int = 8) 
     lab = rgb_to_lab(x)
     with rt.autocast():
         logits = net(l_input(lab[:, :1])).float()
-    ours = lab_to_rgb(torch.cat([lab[:, :1], decode(logits, bins, temperature)], 1))
+    ours = lab_to_rgb(torch.cat([lab[:, :1], decode(logits, bins, *dec)], 1))
     grey = lab[:, :1].repeat(1, 3, 1, 1) / 100
     scale = max(1, 128 // max(x.shape[-2:]))
     save_image_grid_png(torch.cat([grey, ours, x]).cpu(), path, ncols=len(idx), scale=scale)
@@ -374,7 +417,7 @@ def _write_html(run_dir: Path, results: dict, config: dict) -> None:
     summary = {k: v for k, v in results.items() if not k.endswith("_sweep")}
     images = [(c, str(run_dir / f)) for c, f in (("Rows: grey input / colourised / original (test)", "comparison.png"),
                                                   ("Training curves", "curves.png")) if (run_dir / f).exists()]
-    tables = [(f"Decode temperature sweep ({k.split('_')[0]} split)", results[k]) for k in ("val_sweep", "test_sweep")
+    tables = [(f"Decoding sweep ({k.split('_')[0]} split)", results[k]) for k in ("val_sweep", "test_sweep")
               if k in results]
     write_report(run_dir / "report.html", title=f"lensforge colorize: {config['data']}", summary=summary,
                  images=images, tables=tables, config=config)
@@ -417,6 +460,8 @@ class Colorizer:
         self.bins = ckpt["bins"].float()
         self.size = int(min(ckpt["size"]))
         self.temperature = float(ckpt.get("temperature", 0.38))
+        self.correction = float(ckpt.get("correction", 0.0))
+        self.class_weights = ckpt["class_weights"].float()
         self.multiple = self.model.multiple
 
     def _work_shape(self, h: int, w: int, size: int) -> tuple[int, int]:
@@ -439,7 +484,7 @@ class Colorizer:
         L_small = rgb_to_lab(small)[:, :1]
         with self.rt.autocast():
             logits = self.model(l_input(L_small)).float()
-        ab = decode(logits, self.bins, temperature or self.temperature)
+        ab = decode(logits, self.bins, temperature or self.temperature, self.class_weights, self.correction)
         ab = F.interpolate(ab, size=(h, w), mode="bilinear", align_corners=False)
         out = lab_to_rgb(torch.cat([L_full, ab], 1))[0]
         return (out.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
