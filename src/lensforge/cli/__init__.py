@@ -13,7 +13,8 @@ import sys
 from ..errors import LensforgeError
 
 #: Sub-command modules; each has `register(subparsers)` adding its own `TASK VERB` parsers.
-COMMANDS = ["lensforge.cli.classify", "lensforge.cli.data", "lensforge.cli.colorize", "lensforge.cli.stylize"]
+COMMANDS = ["lensforge.cli.classify", "lensforge.cli.data", "lensforge.cli.autoencode", "lensforge.cli.vae", "lensforge.cli.gan",
+            "lensforge.cli.colorize", "lensforge.cli.stylize"]
 
 
 class Parser(argparse.ArgumentParser):

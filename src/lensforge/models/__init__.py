@@ -36,3 +36,4 @@ def available_models() -> list[str]:
 def _load_builtin() -> None:
     from . import classifiers  # noqa: F401  (registers on import)
     from . import unet, style  # noqa: F401  (image-to-image models)
+    from . import generative  # noqa: F401

@@ -6,7 +6,9 @@
     ae.score_files(["odd.png"])        # reconstruction error per image: high = unlike the training data
 
 The loss is the mean squared error on [0, 1] pixels, the same number the report and the PCA
-baseline are measured in, so "beats PCA" is a like-for-like statement.
+baseline are measured in, so "beats PCA" is a like-for-like statement. The decoder's output is
+linear and only clamped to [0, 1] when read out: a sigmoid output under an MSE loss saturates on
+dark backgrounds and can collapse to an all-black image it cannot climb out of.
 """
 from __future__ import annotations
 
@@ -79,8 +81,7 @@ class AutoencodeTask:
     def training_step(self, model, batch):
         x, _ = batch
         inp = add_noise(x, self.opts.denoise) if self.opts.denoise > 0 else x
-        out = torch.sigmoid(model(inp).float())
-        loss = F.mse_loss(out, x)
+        loss = F.mse_loss(model(inp).float(), x)
         return loss, {"mse": loss.detach()}
 
     @torch.no_grad()
@@ -105,7 +106,7 @@ def per_image_errors(model, split, rt: Runtime, sigma: float = 0.0, batch_size: 
     for i, (x, _) in enumerate(Batches(split, batch_size, device=rt.device)):
         inp = _fixed_noise(x, sigma, seed=1234 + i) if sigma > 0 else x
         with rt.autocast():
-            out = torch.sigmoid(model(inp).float())
+            out = model(inp).float().clamp(0, 1)
         mse.append((out - x).pow(2).flatten(1).mean(1).cpu())
         ps.append(psnr(out, x).cpu())
         if sigma > 0:
@@ -200,7 +201,7 @@ def _final_report(run_dir: Path, net, ds: Dataset, opts: AutoencodeOptions, rt: 
     inp = _fixed_noise(x, opts.denoise, seed=1234) if opts.denoise else x
     if opts.denoise:
         rows.append(inp)
-    rows.append(map_batches(lambda b: torch.sigmoid(net(b).float()), inp, rt.device))
+    rows.append(map_batches(net.reconstruct, inp, rt.device))
     image_grid(torch.cat(rows), run_dir / "reconstructions.png", ncols=len(x))
     worst = errs["mse"].argsort(descending=True)[:16]
     wx, _ = split.take(worst)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from ..data import Dataset, load_dataset
-from ..data.loader import Batches
 from ..data.preprocess import PreprocessSpec, load_and_prepare
 from ..engine.checkpoint import load_checkpoint
 from ..engine.device import Runtime, select_runtime
@@ -24,7 +23,7 @@ from ..engine.trainer import FitResult, TrainConfig, fit
 from ..errors import DataError, LensforgeError, UsageError
 from ..fileio import atomic_open, write_bytes, write_json
 from ..models import create_model
-from ..runs import new_run_dir, write_config
+from ..runs import write_config
 
 
 @dataclass
@@ -215,8 +214,3 @@ def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Peak signal-to-noise ratio in dB per image, for pixels in [0, 1] (peak 1)."""
     mse = (pred.float() - target.float()).pow(2).flatten(1).mean(1)
     return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
-
-
-def eval_split(split, batch_size: int, rt: Runtime) -> Batches:
-    return Batches(split, batch_size, device=rt.device)
-

@@ -1,0 +1,153 @@
+"""Reproduce the generative-models figures quoted in docs/generative.md.
+
+    .venv/bin/python bench/generative.py                 # everything, each step under the CPU lock
+    .venv/bin/python bench/generative.py --only vae_mnist gan_mnist  # a subset
+    flock /tmp/lensforge-cpu.lock env LENSFORGE_BENCH_LOCKED=1 .venv/bin/python bench/generative.py  # one lock
+
+Each experiment runs in its own process under `flock /tmp/lensforge-cpu.lock` (this machine's
+2 cores are shared), with the wall time of that process recorded next to its figures in
+bench/results/generative.json. Run folders go to bench/out/ (git-ignored); a few small sample
+PNGs are copied to docs/img/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = os.environ.get("LENSFORGE_BENCH_DATA", str(ROOT.parent / "shared" / "datasets"))
+OUT = ROOT / "bench" / "out" / "generative"
+RESULTS = ROOT / "bench" / "results" / "generative.json"
+LOCK = "/tmp/lensforge-cpu.lock"
+ORL = f"{DATA}/orl-faces.zip"
+
+# name -> (equivalent CLI command, python API call run in a child process)
+EXPERIMENTS = {
+    "ae_fashion_conv3": (
+        f"lensforge autoencode train --data fashion-mnist --data-dir {DATA} --model conv --latent-dim 3 --epochs 4 "
+        f"--out bench/out/generative/ae_fashion_conv3 --no-progress",
+        "from lensforge.tasks import autoencode; autoencode.train('fashion-mnist', data_dir=D, model='conv', "
+        "latent_dim=3, epochs=4, batch_size=128, lr=2e-3, weight_decay=0.0, out=O, progress=False)"),
+    "denoise_mnist": (
+        f"lensforge autoencode train --data mnist --data-dir {DATA} --model conv --latent-dim 32 --denoise 0.3 "
+        f"--epochs 2 --out bench/out/generative/denoise_mnist --no-progress",
+        "from lensforge.tasks import autoencode; autoencode.train('mnist', data_dir=D, model='conv', latent_dim=32, "
+        "denoise=0.3, epochs=2, batch_size=128, lr=2e-3, weight_decay=0.0, out=O, progress=False)"),
+    "vae_mnist": (
+        f"lensforge vae train --data mnist --data-dir {DATA} --model conv --latent-dim 32 --epochs 14 "
+        f"--batch-size 128 --lr 2e-3 --out bench/out/generative/vae_mnist --no-progress",
+        "from lensforge.tasks import vae; vae.train('mnist', data_dir=D, model='conv', latent_dim=32, epochs=14, "
+        "batch_size=128, lr=2e-3, weight_decay=0.0, out=O, progress=False)"),
+    "fd_classifier_mnist": (
+        f"lensforge classify train --data mnist --data-dir {DATA} --model cnn --epochs 1 --label-smoothing 0 --precision fp32 "
+        f"--out bench/out/generative/fd_classifier_mnist --no-progress",
+        "from lensforge.tasks import classify; classify.train('mnist', data_dir=D, model='cnn', epochs=1, out=O, "
+        "progress=False, label_smoothing=0.0, precision='fp32')"),
+    "gan_mnist": (
+        f"lensforge gan train --data mnist --data-dir {DATA} --epochs 4 "
+        f"--fd-classifier bench/out/generative/fd_classifier_mnist --out bench/out/generative/gan_mnist --no-progress",
+        "from lensforge.tasks import gan; gan.train('mnist', data_dir=D, epochs=4, "
+        "fd_classifier=str(OUT / 'fd_classifier_mnist'), out=O, progress=False)"),
+    "vae_faces": (
+        f"lensforge vae train --data {ORL} --image-size 64 --model conv --latent-dim 32 --likelihood bernoulli "
+        f"--epochs 60 --batch-size 32 --lr 2e-3 --out bench/out/generative/vae_faces --no-progress",
+        "from lensforge.tasks import vae; vae.train(ORL, image_size=64, model='conv', latent_dim=32, epochs=60, "
+        "batch_size=32, lr=2e-3, weight_decay=0.0, out=O, progress=False)"),
+    "gan_faces": (
+        f"lensforge gan train --data {ORL} --image-size 64 --epochs 100 --batch-size 32 --fd-classifier none "
+        f"--out bench/out/generative/gan_faces --no-progress",
+        "from lensforge.tasks import gan; gan.train(ORL, image_size=64, epochs=100, batch_size=32, "
+        "fd_classifier='none', out=O, progress=False)"),
+}
+
+DOC_IMAGES = {  # run file -> docs/img name
+    ("vae_mnist", "samples.png"): "vae_mnist_samples.png",
+    ("ae_fashion_conv3", "latent.png"): "ae_fashion_latent3.png",
+    ("ae_fashion_conv3", "reconstructions.png"): "ae_fashion_reconstructions.png",
+    ("denoise_mnist", "reconstructions.png"): "denoise_mnist.png",
+    ("gan_mnist", "samples.png"): "gan_mnist_samples.png",
+    ("gan_mnist", "progress.png"): "gan_mnist_progress.png",
+    ("vae_faces", "samples.png"): "vae_faces_samples.png",
+    ("gan_faces", "samples.png"): "gan_faces_samples.png",
+}
+
+
+def run_one(name: str) -> dict:
+    cli, code = EXPERIMENTS[name]
+    out = OUT / name
+    if out.exists():
+        shutil.rmtree(out)
+    prog = (f"import sys; from pathlib import Path; D={DATA!r}; ORL={ORL!r}; OUT=Path({str(OUT)!r}); "
+            f"O={str(out)!r}; {code}")
+    t0 = time.time()
+    locked = os.environ.get("LENSFORGE_BENCH_LOCKED") == "1"   # the caller already holds the lock
+    proc = subprocess.run(([] if locked else ["flock", LOCK]) + [sys.executable, "-c", prog], cwd=ROOT)
+    wall = time.time() - t0  # includes waiting for the lock; the run's own train_seconds is in results
+    entry = {"command": cli, "exit_code": proc.returncode, "wall_seconds_incl_lock_wait": round(wall, 1)}
+    res = out / "results.json"
+    if proc.returncode == 0 and res.exists():
+        entry["results"] = json.loads(res.read_text())
+        for (exp, f), img in DOC_IMAGES.items():
+            if exp == name and (out / f).exists():
+                (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(out / f, ROOT / "docs" / "img" / img)
+    return entry
+
+
+def summarise(all_results: dict) -> dict:
+    """The must-show checks, as booleans next to the numbers they come from."""
+    s = {}
+    r = all_results.get("vae_mnist", {}).get("results")
+    if r:
+        s["vae_mnist_test_neg_elbo_nats"] = r["test_neg_elbo"]
+        s["vae_mnist_train_seconds"] = r["train_seconds"]
+        s["vae_mnist_ok"] = r["test_neg_elbo"] <= 100 and r["train_seconds"] <= 600
+    r = all_results.get("ae_fashion_conv3", {}).get("results")
+    if r:
+        s["ae_fashion_conv3_test_mse"] = r["test_mse"]
+        s["pca3_fashion_test_mse"] = r["pca3_test_mse"]
+        s["ae_beats_pca"] = r["test_mse"] < r["pca3_test_mse"]
+    r = all_results.get("denoise_mnist", {}).get("results")
+    if r:
+        s["denoise_noisy_psnr_db"] = r["test_noisy_psnr"]
+        s["denoise_output_psnr_db"] = r["test_psnr"]
+        s["denoise_gain_db"] = r["test_psnr_gain_db"]
+        s["denoise_ok"] = r["test_psnr_gain_db"] >= 6
+    r = all_results.get("gan_mnist", {}).get("results")
+    if r and isinstance(r.get("fd_vs_train"), float):
+        fds = r["fd_per_epoch"]
+        s["gan_fd_per_epoch"] = fds
+        s["gan_fd_falls"] = fds[-1] < fds[0]
+        s["gan_recognisable_fraction"] = r["recognisable_fraction"]
+        s["gan_recognisable_ok"] = r["recognisable_fraction"] >= 0.8
+    return s
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", nargs="*", choices=list(EXPERIMENTS), default=None)
+    args = ap.parse_args()
+    names = args.only or list(EXPERIMENTS)
+    prev = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    experiments = prev.get("experiments", {})
+    for name in names:
+        print(f"== {name}", flush=True)
+        experiments[name] = run_one(name)
+        doc = {"machine": f"{os.cpu_count()} CPU cores (shared, runs serialised by {LOCK})",
+               "experiments": experiments, "summary": summarise(experiments)}
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        tmp = RESULTS.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        os.replace(tmp, RESULTS)
+    print(json.dumps(summarise(experiments), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
