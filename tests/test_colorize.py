@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from lensforge.cli import main
-from lensforge.color import lab_to_rgb, rgb_to_lab
+from lensforge.color import rgb_to_lab
 from lensforge.tasks import colorize
 
 

@@ -28,7 +28,8 @@ def folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def judge_run(folder, tmp_path_factory):
     return classify.train(str(folder), model="mlp", out=tmp_path_factory.mktemp("clf") / "run", epochs=3,
-                          batch_size=32, progress=False, precision="fp32", label_smoothing=0.0)
+                          batch_size=32, lr=2e-3, ema=0.0, weight_decay=5e-4, progress=False, precision="fp32",
+                          label_smoothing=0.0)
 
 
 @pytest.fixture(scope="module")

@@ -24,18 +24,22 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def add_train_options(p: argparse.ArgumentParser, *, epochs: int, batch_size: int, lr: float) -> None:
-    """Options every trainable task shares; names match TrainConfig fields."""
+def add_train_options(p: argparse.ArgumentParser, *, epochs: int, batch_size: int, lr: float,
+                      weight_decay: float | None = None, ema: float = 0.0) -> None:
+    """Options every trainable task shares; names match TrainConfig fields. Defaults are the
+    task's recipe, so the CLI and the Python API train the same way."""
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, default=epochs, help=f"epochs to train (default {epochs})")
     g.add_argument("--batch-size", type=int, default=batch_size, help=f"batch size (default {batch_size})")
     g.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr})")
     g.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw", help="adamw, or sgd with Nesterov momentum")
-    g.add_argument("--weight-decay", type=float, default=None, help="weight decay (default 0.05 adamw, 5e-4 sgd)")
+    g.add_argument("--weight-decay", type=float, default=weight_decay,
+                   help=f"weight decay (default {weight_decay if weight_decay is not None else '0.05 adamw, 5e-4 sgd'})")
     g.add_argument("--schedule", choices=["onecycle", "cosine", "constant"], default="onecycle",
                    help="learning-rate schedule after warm-up (default onecycle)")
     g.add_argument("--warmup", type=float, default=0.15, help="fraction of steps spent warming up (default 0.15)")
-    g.add_argument("--ema", type=float, default=0.0, help="EMA decay of weights, e.g. 0.999 (default off)")
+    g.add_argument("--ema", type=float, default=ema,
+                   help=f"EMA decay of weights, 0 = off (default {ema or 'off'}; e.g. 0.999)")
     g.add_argument("--clip-grad", type=float, default=0.0, help="max gradient norm (default off)")
     g.add_argument("--early-stop", type=int, default=0, metavar="PATIENCE",
                    help="stop after PATIENCE epochs without validation improvement (needs --val-fraction)")
@@ -52,9 +56,7 @@ def add_train_options(p: argparse.ArgumentParser, *, epochs: int, batch_size: in
 def train_kwargs(args: argparse.Namespace) -> dict:
     keys = ["epochs", "batch_size", "lr", "optimizer", "schedule", "warmup", "ema", "clip_grad", "early_stop",
             "seed", "device", "precision", "compile", "progress"]
-    kw = {k: getattr(args, k) for k in keys}
-    kw["weight_decay"] = args.weight_decay if args.weight_decay is not None else (0.05 if args.optimizer == "adamw" else 5e-4)
-    return kw
+    return {k: getattr(args, k) for k in keys + ["weight_decay"]}
 
 
 def add_data_options(p: argparse.ArgumentParser, default: str | None = "digits") -> None:

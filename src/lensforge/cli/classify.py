@@ -26,7 +26,8 @@ def register(sub) -> None:
     m.add_argument("--no-flip", dest="flip", action="store_false", help="no flips (default for digits)")
     m.add_argument("--cutout", type=int, default=None, help="cutout square size in px, 0 = off (default per dataset)")
     m.add_argument("--no-tta", dest="tta", action="store_false", help="no flip test-time augmentation")
-    add_train_options(t, epochs=15, batch_size=256, lr=3e-3)
+    from ..tasks.classify import RECIPE
+    add_train_options(t, **RECIPE)
     t.set_defaults(func=cmd_train)
 
     e = verbs.add_parser("eval", help="evaluate saved weights on a dataset")

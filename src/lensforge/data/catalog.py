@@ -113,7 +113,7 @@ NAMED: dict[str, Callable[..., Dataset]] = {
     "mnist": _idx_dataset("mnist", MNIST_URLS, MNIST_MD5, [str(i) for i in range(10)],
                           _DIGIT_SPEC, Augment(translate=2)),
     "fashion-mnist": _idx_dataset("fashion-mnist", FASHION_URLS, FASHION_MD5, FASHION_CLASSES,
-                                  PreprocessSpec((28, 28), 1, "resize"), Augment(translate=2, flip=True)),
+                                  PreprocessSpec((28, 28), 1, "resize"), Augment(translate=0, flip=True)),
     "cifar10": _cifar10,
 }
 

@@ -35,7 +35,7 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 2e-3
     optimizer: str = "adamw"          # adamw | sgd (nesterov)
-    weight_decay: float = 5e-4
+    weight_decay: float | None = None  # None: 0.05 for AdamW (decoupled), 5e-4 for SGD
     momentum: float = 0.9
     schedule: str = "onecycle"        # onecycle | cosine | constant
     warmup: float = 0.15              # fraction of all steps spent warming up
@@ -49,6 +49,10 @@ class TrainConfig:
     precision: str = "auto"
     compile: bool = False
     progress: bool = True
+
+    def __post_init__(self):
+        if self.weight_decay is None:
+            self.weight_decay = 0.05 if self.optimizer == "adamw" else 5e-4
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -244,9 +248,8 @@ def fit(task: Task, cfg: TrainConfig, run_dir: str | Path, resume: dict | None =
             else:
                 bad_epochs += 1
             save_checkpoint(run_dir / "weights" / "last.pt", payload(model, epoch, 0))
-            if cfg.progress:
-                shown = " ".join(f"{k}={v:.4f}" for k, v in row.items() if isinstance(v, float) and k != "lr")
-                print(f"epoch {epoch}/{cfg.epochs} {shown}", file=sys.stderr)
+            shown = " ".join(f"{k}={v:.4f}" for k, v in row.items() if isinstance(v, float) and k != "lr")
+            print(f"epoch {epoch}/{cfg.epochs} {shown}", file=sys.stderr)  # also where bars are off
             if cfg.early_stop and monitored is not None and bad_epochs >= cfg.early_stop:
                 stopped_early = True
                 print(f"early stop: {cfg.monitor} did not improve for {cfg.early_stop} epochs", file=sys.stderr)

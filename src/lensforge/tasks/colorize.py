@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -33,9 +33,10 @@ from ..data.loader import Batches
 from ..engine.checkpoint import load_checkpoint, save_checkpoint
 from ..engine.device import Runtime, select_runtime
 from ..engine.trainer import TrainConfig, fit
-from ..errors import DataError, LensforgeError, UsageError
+from ..errors import DataError, UsageError
 from ..fileio import write_bytes, write_json
 from ..models import create_model
+from .common import Run, restore_model, resume_checkpoint
 from ..runs import new_run_dir, write_config
 from .classify import expand_inputs  # noqa: F401  (same file/folder expansion as classify predict)
 
@@ -208,13 +209,6 @@ class ColorizeTask:
                 "temperature": 0.38, "correction": 0.0, "options": asdict(self.opts)}
 
 
-@dataclass
-class Run:
-    dir: Path
-    results: dict
-    history: list[dict] = field(default_factory=list)
-
-
 def _build(opts: ColorizeOptions, cfg: TrainConfig):
     if not 0 <= opts.rebalance <= 1:
         raise UsageError("--rebalance must be in [0, 1]")
@@ -260,10 +254,7 @@ def train(data: str = "cifar10", *, out: str | Path | None = None, resume: str |
 
 
 def _resume(run_dir: Path, progress: bool = True) -> Run:
-    last = run_dir / "weights" / "last.pt"
-    if not last.exists():
-        raise UsageError(f"--resume {run_dir}: no weights/last.pt there to resume from")
-    state = load_checkpoint(last, task=TASK)
+    state = resume_checkpoint(run_dir, TASK)
     cfg = TrainConfig.from_dict(state["config"])
     cfg.progress = progress
     opts = ColorizeOptions(**state["options"])
@@ -451,11 +442,7 @@ class Colorizer:
 
     def __init__(self, ckpt: dict, device: str = "auto"):
         self.rt = select_runtime(device, "auto")
-        self.model = create_model("unet", **ckpt["model_kwargs"])
-        try:
-            self.model.load_state_dict(ckpt["model"])
-        except RuntimeError as e:
-            raise LensforgeError(f"weights do not fit the colouriser's U-Net: {str(e).splitlines()[0]}") from None
+        self.model = restore_model(ckpt, "unet", "the colouriser's U-Net")
         self.model.to(self.rt.device).eval()
         self.bins = ckpt["bins"].float()
         self.size = int(min(ckpt["size"]))

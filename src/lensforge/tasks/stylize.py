@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -29,10 +29,11 @@ from ..data.loader import Batches
 from ..engine.checkpoint import load_checkpoint
 from ..engine.device import select_runtime
 from ..engine.trainer import TrainConfig, fit
-from ..errors import DataError, LensforgeError, UsageError
+from ..errors import DataError, UsageError
 from ..fileio import write_bytes, write_json
 from ..models import create_model
 from ..models.features import FeatureNet, default_weights, gram, load_feature_net, resolve_weights
+from .common import Run, restore_model, resume_checkpoint
 from ..runs import new_run_dir, write_config
 from .classify import expand_inputs  # noqa: F401  (same file/folder expansion as classify predict)
 
@@ -264,13 +265,6 @@ class StyleTask:
                 "style": self.style_meta, "options": asdict(self.opts)}
 
 
-@dataclass
-class Run:
-    dir: Path
-    results: dict
-    history: list[dict] = field(default_factory=list)
-
-
 def _build(opts: StyleOptions, cfg: TrainConfig, rt):
     if opts.size < 32 or opts.size % 4:
         raise UsageError(f"--size {opts.size}: must be a multiple of 4, at least 32")
@@ -316,10 +310,7 @@ def train(data: str = "", *, style: str = "", out: str | Path | None = None, res
 
 
 def _resume(run_dir: Path, progress: bool = True) -> Run:
-    last = run_dir / "weights" / "last.pt"
-    if not last.exists():
-        raise UsageError(f"--resume {run_dir}: no weights/last.pt there to resume from")
-    state = load_checkpoint(last, task=TASK)
+    state = resume_checkpoint(run_dir, TASK)
     cfg = TrainConfig.from_dict(state["config"])
     cfg.progress = progress
     opts = StyleOptions(**state["options"])
@@ -375,11 +366,7 @@ class StyleNet:
 
     def __init__(self, ckpt: dict, device: str = "auto"):
         self.rt = select_runtime(device, "auto")
-        self.model = create_model("style-transformer", **ckpt["model_kwargs"])
-        try:
-            self.model.load_state_dict(ckpt["model"])
-        except RuntimeError as e:
-            raise LensforgeError(f"weights do not fit the style network: {str(e).splitlines()[0]}") from None
+        self.model = restore_model(ckpt, "style-transformer", "the style network")
         fmt = torch.channels_last if self.rt.channels_last else torch.contiguous_format
         self.model.to(self.rt.device, memory_format=fmt).eval()
         self.style = ckpt.get("style", {})

@@ -1,0 +1,298 @@
+"""Classification time-to-accuracy: lensforge's default recipe against the tools users would
+otherwise pick, on the same data and architecture, in one process tree.
+
+    python bench/classify_speed.py --quick                 # a few minutes: checks every peer runs
+    python bench/classify_speed.py                         # full: the README's Performance table
+    python bench/classify_speed.py --device cuda --tasks fmnist-cnn,fmnist-resnet
+
+Peers (bench/peers/, each its own child process, one after another so they never share cores):
+  pytorch    Dataset returning per-sample tensors + DataLoader, fp32, Adam, a standard loop
+  lightning  LightningModule + Trainer(precision="32-true") with the same DataLoaders
+  keras      Keras 3 on the torch backend, model.fit on in-memory arrays, fp32
+  lensforge  `lensforge classify train` with its default recipe (only --data/--data-dir/--out given)
+
+Every peer trains for the same epoch budget (lensforge's default, 15) unless its time cap comes
+first (checked after each epoch; the cap counts evaluation too). Time to a target is training time
+summed up to the first epoch whose test accuracy reaches it (per-epoch evaluation, imports, data
+loading and model building excluded, for all peers alike). Accuracies are on the official
+test set; lensforge's per-epoch accuracy is without test-time augmentation, so its time to a
+target never profits from it.
+Needs the `bench` extra: pip install -c constraints.txt -e '.[bench]'.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE / "peers"))
+from common import TASKS  # noqa: E402
+
+PEERS = ("lensforge", "pytorch", "lightning", "keras")
+PEER_SCRIPTS = {"pytorch": "torch_plain.py", "lightning": "lightning_peer.py", "keras": "keras_peer.py"}
+DEFAULT_DATA_DIR = os.environ.get("LENSFORGE_DATA_DIR", str(ROOT.parent / "shared" / "datasets"))
+
+
+def machine_info(device: str) -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version(), "platform": platform.platform(), "device": device}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    from importlib.metadata import PackageNotFoundError, version
+    for mod in ("lightning", "keras"):
+        try:
+            info[mod] = version(mod)
+        except PackageNotFoundError:  # an optional peer that is not installed
+            info[mod] = None
+    return info
+
+
+def run_logged(cmd: list[str], log_path: Path, timeout: float, env: dict | None = None) -> tuple[int, float]:
+    t0 = time.perf_counter()
+    with open(log_path, "w") as log:
+        log.write("$ " + shlex.join(cmd) + "\n")
+        log.flush()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            rc = -9
+        finally:  # on a timeout, Ctrl-C or SIGTERM: never leave a peer training behind
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    return rc, time.perf_counter() - t0
+
+
+def run_peer(peer: str, task: str, a, out: Path) -> dict:
+    data, model, targets = TASKS[task]
+    log_path = out / f"{task}-{peer}.log"
+    if peer == "lensforge":
+        run_dir = out / f"{task}-lensforge-run"
+        exe = Path(sys.executable).with_name("lensforge")
+        launcher = [str(exe)] if exe.exists() else [sys.executable, "-m", "lensforge"]
+        data_args = ["--data", str(Path(a.data_dir) / data)] if data.endswith(".zip") else \
+            ["--data", data, "--data-dir", a.data_dir]
+        cmd = [*launcher, "classify", "train", *data_args, "--no-progress", "--out", str(run_dir)]
+        if model != "cnn":
+            cmd += ["--model", model]
+        if a.epochs_override:
+            cmd += ["--epochs", str(a.epochs_override)]
+        if a.device != "cpu":
+            cmd += ["--device", a.device]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
+        rc, wall = run_logged(cmd, log_path, a.cap * 3 + 600, env=env)
+        rows = list(csv.DictReader(open(run_dir / "metrics.csv"))) if (run_dir / "metrics.csv").exists() else []
+        res = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").exists() else {}
+        cfg = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else ""
+        # metrics.csv has each epoch's seconds (training + evaluation); results.json the training total.
+        # Spread the evaluation time evenly over the epochs to get per-epoch training time.
+        total = sum(float(r["seconds"]) for r in rows)
+        eval_each = (total - res["train_seconds"]) / len(rows) if rows and res.get("train_seconds") else 0.0
+        elapsed, train_elapsed, epochs = 0.0, 0.0, []
+        for r in rows:
+            elapsed += float(r["seconds"])
+            train_elapsed += float(r["seconds"]) - eval_each
+            epochs.append({"epoch": int(r["epoch"]), "elapsed": round(elapsed, 3), "train_elapsed": round(train_elapsed, 3),
+                           "test_accuracy": float(r["test_accuracy"])})
+        steps_images = 0
+        if "train:" in cfg:
+            import yaml
+            c = yaml.safe_load(cfg)
+            n = c["splits"]["train"]
+            bs = c["train"]["batch_size"]
+            steps_images = (n // bs) * bs * len(rows)
+        img_s = steps_images / res["train_seconds"] if res.get("train_seconds") else None
+        return {"peer": "lensforge", "rc": rc, "command": shlex.join(["lensforge", *cmd[len(launcher):]]), "wall_seconds": round(wall, 1),
+                "precision": res.get("precision"), "epochs": epochs, "train_images_per_s": img_s,
+                "final_accuracy": float(rows[-1]["test_accuracy"]) if rows else None,
+                "final_accuracy_tta": res.get("test_accuracy"), "tta": res.get("tta"),
+                "recipe": "lensforge default recipe (see config.yaml in the run folder)"}
+    result_file = out / f"{task}-{peer}.jsonl"
+    epochs_budget = a.epochs_override or a.epochs
+    cmd = [sys.executable, str(HERE / "peers" / PEER_SCRIPTS[peer]), "--task", task, "--data-dir", a.data_dir,
+           "--epochs", str(epochs_budget), "--cap", str(a.cap), "--device", a.device, "--result", str(result_file)]
+    if a.limit:
+        cmd += ["--limit", str(a.limit)]
+    rc, wall = run_logged(cmd, log_path, a.cap * 2 + 600)
+    header, epochs = {}, []
+    if result_file.exists():
+        for line in result_file.read_text().splitlines():
+            row = json.loads(line)
+            if "header" in row:
+                header = row["header"]
+            else:
+                epochs.append(row)
+    tr = sum(e["train_seconds"] for e in epochs)
+    return {"peer": peer, "rc": rc, "command": shlex.join(cmd), "wall_seconds": round(wall, 1),
+            "precision": header.get("precision"), "recipe": header.get("recipe"), "epochs": epochs,
+            "train_images_per_s": (sum(e["images"] for e in epochs) / tr) if tr else None,
+            "final_accuracy": epochs[-1]["test_accuracy"] if epochs else None}
+
+
+def time_to(epochs: list[dict], target: float) -> float | None:
+    for e in epochs:
+        if e["test_accuracy"] >= target:
+            return e["train_elapsed"]
+    return None
+
+
+def summarise(task: str, results: list[dict], cap: float) -> dict:
+    targets = TASKS[task][2]
+    for r in results:
+        r["time_to"] = {str(t): time_to(r["epochs"], t) for t in targets}
+        r["epochs_run"] = len(r["epochs"])
+        r["elapsed_total"] = r["epochs"][-1]["train_elapsed"] if r["epochs"] else None
+        r["elapsed_with_eval"] = r["epochs"][-1]["elapsed"] if r["epochs"] else None
+    lf = next((r for r in results if r["peer"] == "lensforge"), None)
+    peers = [r for r in results if r["peer"] != "lensforge" and r["epochs"]]
+    ratios = {}
+    if lf and peers:
+        best_ips = max((p["train_images_per_s"] or 0) for p in peers)
+        if lf["train_images_per_s"] and best_ips:
+            ratios["train_images_per_s"] = {"value": round(lf["train_images_per_s"] / best_ips, 2), "bound": "="}
+        for t in map(str, targets):
+            lt = lf["time_to"][t]
+            reached = [p["time_to"][t] for p in peers if p["time_to"][t] is not None]
+            if lt is None:
+                ratios[f"time_to_{t}"] = {"value": None, "bound": "lensforge did not reach it"}
+            elif reached:
+                ratios[f"time_to_{t}"] = {"value": round(min(reached) / lt, 2), "bound": "="}
+            else:  # no peer reached it: at least (longest time a peer trained) / lensforge's time
+                longest = max(p["elapsed_total"] for p in peers)
+                if longest >= lt:
+                    ratios[f"time_to_{t}"] = {"value": round(longest / lt, 2), "bound": ">"}
+                else:
+                    ratios[f"time_to_{t}"] = {"value": None, "bound": f"no peer reached it within its {fmt_time(cap)} cap"}
+        best_acc = max(p["final_accuracy"] for p in peers)
+        ratios["final_accuracy_minus_best_peer"] = {"value": round(lf["final_accuracy"] - best_acc, 4), "bound": "="}
+    return {"task": task, "targets": list(targets), "cap_seconds": cap, "results": results, "lensforge_vs_fastest_peer": ratios}
+
+
+def fmt_time(s: float | None, cap_note: str = "") -> str:
+    if s is None:
+        return f"not reached{cap_note}"
+    return f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [f"# lensforge classify: time-to-accuracy benchmark ({report['mode']})", "",
+             f"- command: `{report['command']}`", f"- date: {report['date']}",
+             f"- machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads)"
+             + (f", GPU {m['gpu']}" if m.get("gpu") else "") + f"; device `{m['device']}`",
+             f"- software: Python {m['python']}, torch {m['torch']}, lightning {m['lightning']}, keras {m['keras']} (torch backend)",
+             "- time to X = training time summed over epochs until the first epoch-end test accuracy >= X "
+             "(per-epoch evaluation, imports and data loading excluded, for every peer alike); "
+             "lensforge's per-epoch accuracy has no test-time augmentation; 'final (TTA)' is lensforge's reported score "
+             "with flip TTA where the dataset allows flips.", ""]
+    for t in report["tasks"]:
+        data, model, targets = TASKS[t["task"]]
+        cap = t["cap_seconds"]
+        lines += [f"## {data} / {model} (epoch budget {report['epochs']}, peers capped at {fmt_time(cap)})", ""]
+        head = ["peer", "precision", "batch", "train img/s"] + [f"time to {x}" for x in targets] + \
+               ["epochs run", "final acc", "final (TTA)"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in t["results"]:
+            bs = 256 if r["peer"] == "lensforge" else 128
+            row = [r["peer"], r["precision"] or "?", str(bs),
+                   f"{r['train_images_per_s']:.0f}" if r["train_images_per_s"] else "-"]
+            row += [fmt_time(r["time_to"][str(x)], f" in {fmt_time(r['elapsed_total'])}" if r["elapsed_total"] else "")
+                    for x in targets]
+            row += [str(r["epochs_run"]), f"{r['final_accuracy']:.4f}" if r["final_accuracy"] is not None else "-",
+                    f"{r['final_accuracy_tta']:.4f}" if r.get("final_accuracy_tta") is not None else "-"]
+            if r["rc"] != 0:
+                row[0] += f" (exit {r['rc']})"
+            lines.append("| " + " | ".join(row) + " |")
+        rat = t["lensforge_vs_fastest_peer"]
+        if rat:
+            parts = []
+            for k, v in rat.items():
+                if v["value"] is None:
+                    parts.append(f"{k.replace('_', ' ')}: {v['bound']}")
+                elif k == "final_accuracy_minus_best_peer":
+                    parts.append(f"final accuracy, lensforge minus best peer: {v['value']:+.4f}")
+                else:
+                    what = "training throughput" if k == "train_images_per_s" else k.replace("_", " ")
+                    parts.append(f"{what}: {'>' if v['bound'] == '>' else ''}{v['value']}x")
+            lines += ["", "lensforge vs the fastest peer: " + "; ".join(parts) + "."]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true",
+                    help="checking: Fashion-MNIST/CNN, 1 epoch each, peers on the first 10,000 images (a few minutes)")
+    ap.add_argument("--tasks", default=None, help=f"comma-separated, of {', '.join(TASKS)} (default fmnist-cnn,mnist-cnn)")
+    ap.add_argument("--peers", default=",".join(PEERS))
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="folder holding mnist/ and fashion-mnist/ IDX files")
+    ap.add_argument("--epochs", type=int, default=15, help="epoch budget for the peers (lensforge's default is 15)")
+    ap.add_argument("--lensforge-epochs", dest="epochs_override", type=int, default=0,
+                    help="pass --epochs to lensforge too and use it as everyone's budget (default: lensforge's default)")
+    ap.add_argument("--cap", type=float, default=None, help="seconds per peer per task (default 600 full, 90 quick)")
+    ap.add_argument("--limit", type=int, default=0, help="peers: first N training images only (checking)")
+    ap.add_argument("--out", default=str(HERE / "results"), help="folder for the JSON and Markdown results")
+    a = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if a.quick:
+        a.tasks = a.tasks or "fmnist-cnn"
+        a.epochs_override = a.epochs_override or 1
+        a.cap = a.cap or 90
+        a.limit = a.limit or 10000
+    a.tasks = (a.tasks or "fmnist-cnn,mnist-cnn").split(",")
+    a.cap = a.cap or 600.0
+    bad = [t for t in a.tasks if t not in TASKS]
+    if bad:
+        ap.error(f"unknown task(s) {bad}")
+    mode = "quick" if a.quick else "full"
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = Path(a.out)
+    work = ROOT / "bench" / "out" / f"{mode}-{stamp}"
+    work.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"mode": mode, "date": stamp, "command": shlex.join(["python", "bench/classify_speed.py", *sys.argv[1:]]),
+              "machine": machine_info(a.device), "epochs": a.epochs_override or a.epochs, "tasks": []}
+    base = out / f"classify_speed-{a.device.split(':')[0]}-{mode}-{'+'.join(a.tasks)}"
+    for task in a.tasks:
+        results = []
+        for peer in a.peers.split(","):
+            print(f"[{dt.datetime.now():%H:%M:%S}] {task}: {peer} ...", flush=True)
+            r = run_peer(peer, task, a, work)
+            print(f"    rc={r['rc']} wall={r['wall_seconds']}s img/s={r['train_images_per_s']} final={r['final_accuracy']} "
+                  f"epochs={len(r['epochs'])}", flush=True)
+            results.append(r)
+            report["tasks"] = [t for t in report["tasks"] if t["task"] != task] + [summarise(task, results, a.cap)]
+            Path(f"{base}.json").write_text(json.dumps(report, indent=1))
+            Path(f"{base}.md").write_text(markdown(report))
+    print(Path(f"{base}.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
