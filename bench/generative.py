@@ -60,9 +60,9 @@ EXPERIMENTS = {
         "from lensforge.tasks import vae; vae.train(ORL, image_size=64, model='conv', latent_dim=32, epochs=60, "
         "batch_size=32, lr=2e-3, weight_decay=0.0, out=O, progress=False)"),
     "gan_faces": (
-        f"lensforge gan train --data {ORL} --image-size 64 --epochs 100 --batch-size 32 --fd-classifier none "
-        f"--out bench/out/generative/gan_faces --no-progress",
-        "from lensforge.tasks import gan; gan.train(ORL, image_size=64, epochs=100, batch_size=32, "
+        f"lensforge gan train --data {ORL} --image-size 64 --epochs 150 --batch-size 32 --ema 0.999 "
+        f"--fd-classifier none --out bench/out/generative/gan_faces --no-progress",
+        "from lensforge.tasks import gan; gan.train(ORL, image_size=64, epochs=150, batch_size=32, ema=0.999, "
         "fd_classifier='none', out=O, progress=False)"),
 }
 

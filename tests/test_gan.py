@@ -34,9 +34,10 @@ def judge_run(folder, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run(folder, judge_run, tmp_path_factory):
+    # DiffAugment off: it slows a 4-epoch run's progress, which is what this fixture measures
     return gan.train(str(folder), conditional=True, latent_dim=16, width=8, epochs=4, batch_size=16, lr=3e-3,
                      fd_classifier=str(judge_run.dir), fd_samples=200, out=tmp_path_factory.mktemp("gan") / "run",
-                     progress=False)
+                     progress=False, augment="off")
 
 
 def test_frechet_distance_closed_forms():
@@ -66,6 +67,20 @@ def test_tiny_run_measures_quality_that_improves(run, folder, judge_run):
     assert "label_agreement" in r and r["fd_real_test_vs_train"] < r["fd_vs_test"]
     assert len(list((run.dir / "samples").glob("epoch_*.png"))) == 4
     assert (run.dir / "progress.png").exists() and (run.dir / "report.html").exists()
+
+
+def test_diff_augment_is_differentiable_and_on_for_small_sets(run, folder, tmp_path):
+    x = torch.rand(6, 1, 32, 32, requires_grad=True)
+    y = gan.diff_augment(x)
+    assert y.shape == x.shape and not torch.equal(y, x)
+    y.sum().backward()                       # G must get gradients through the augmentation
+    assert x.grad is not None and 0 < float((x.grad != 0).float().mean()) < 1   # cutout zeroes some
+    assert run.results["diff_augment"] is False
+    small = gan.train(str(folder), latent_dim=8, width=4, epochs=1, batch_size=32, fd_classifier="none",
+                      out=tmp_path / "aug", progress=False)
+    assert small.results["diff_augment"] is True    # "auto" below 10,000 images
+    with pytest.raises(UsageError, match="--augment"):
+        gan.train(str(folder), augment="sometimes", out=tmp_path / "bad")
 
 
 def test_sampling_shapes_ranges_and_labels(run):

@@ -123,8 +123,10 @@ def test_gatys_reduces_style_loss_and_writes_the_image(tmp_path, weights):
 def test_gatys_cli_reports_and_rejects_bad_input(tmp_path, weights, capsys):
     c = _photo(tmp_path / "c.png", 40, 40)
     s = _style(tmp_path / "s.png", 32)
-    assert main(["stylize", "run", str(c), str(s), "--out", str(tmp_path / "o.png"), "--size", "32", "--steps", "5",
+    # the form, without the verb: `lensforge stylize CONTENT STYLE --out OUT`
+    assert main(["stylize", str(c), str(s), "--out", str(tmp_path / "o.png"), "--size", "32", "--steps", "5",
                  "--features", str(weights), "--report", str(tmp_path / "r.json")]) == 0
+    assert (tmp_path / "o.png").stat().st_size > 0
     rep = json.loads((tmp_path / "r.json").read_text())
     assert {"seconds", "style_loss_start", "style_loss_end", "content_loss_start", "content_loss_end"} <= set(rep)
     capsys.readouterr()

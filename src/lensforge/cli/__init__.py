@@ -17,6 +17,20 @@ COMMANDS = ["lensforge.cli.classify", "lensforge.cli.data", "lensforge.cli.autoe
             "lensforge.cli.colorize", "lensforge.cli.stylize"]
 
 
+#: task -> (verb used when the word after the task is not one of its verbs, the task's verbs)
+DEFAULT_VERBS = {"stylize": ("run", {"run", "train", "apply"})}
+
+
+def _with_default_verb(argv: list[str]) -> list[str]:
+    """`lensforge stylize CONTENT STYLE` means `lensforge stylize run CONTENT STYLE`: argparse
+    alone cannot tell a file name from a sub-command, so the verb is inserted before parsing."""
+    if len(argv) >= 2 and argv[0] in DEFAULT_VERBS:
+        verb, verbs = DEFAULT_VERBS[argv[0]]
+        if argv[1] not in verbs and argv[1] not in ("-h", "--help"):
+            return [argv[0], verb, *argv[1:]]
+    return argv
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, but an error is one line (plus a pointer to --help), exit code 2."""
 
@@ -25,9 +39,10 @@ class Parser(argparse.ArgumentParser):
 
 
 def add_train_options(p: argparse.ArgumentParser, *, epochs: int, batch_size: int, lr: float,
-                      weight_decay: float | None = None, ema: float = 0.0) -> None:
+                      weight_decay: float | None = None, ema: float = 0.0, schedule: str = "onecycle",
+                      warmup: float = 0.15) -> None:
     """Options every trainable task shares; names match TrainConfig fields. Defaults are the
-    task's recipe, so the CLI and the Python API train the same way."""
+    task's recipe (lensforge.recipes), so the CLI and the Python API train the same way."""
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, default=epochs, help=f"epochs to train (default {epochs})")
     g.add_argument("--batch-size", type=int, default=batch_size, help=f"batch size (default {batch_size})")
@@ -35,9 +50,9 @@ def add_train_options(p: argparse.ArgumentParser, *, epochs: int, batch_size: in
     g.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw", help="adamw, or sgd with Nesterov momentum")
     g.add_argument("--weight-decay", type=float, default=weight_decay,
                    help=f"weight decay (default {weight_decay if weight_decay is not None else '0.05 adamw, 5e-4 sgd'})")
-    g.add_argument("--schedule", choices=["onecycle", "cosine", "constant"], default="onecycle",
-                   help="learning-rate schedule after warm-up (default onecycle)")
-    g.add_argument("--warmup", type=float, default=0.15, help="fraction of steps spent warming up (default 0.15)")
+    g.add_argument("--schedule", choices=["onecycle", "cosine", "constant"], default=schedule,
+                   help=f"learning-rate schedule after warm-up (default {schedule})")
+    g.add_argument("--warmup", type=float, default=warmup, help=f"fraction of steps spent warming up (default {warmup})")
     g.add_argument("--ema", type=float, default=ema,
                    help=f"EMA decay of weights, 0 = off (default {ema or 'off'}; e.g. 0.999)")
     g.add_argument("--clip-grad", type=float, default=0.0, help="max gradient norm (default off)")
@@ -87,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..engine.trainer import Interrupted
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_with_default_verb(list(sys.argv[1:] if argv is None else argv)))
     try:
         return int(args.func(args) or 0)
     except Interrupted as e:

@@ -4,14 +4,7 @@ from __future__ import annotations
 import sys
 
 from . import add_data_options, add_train_options, train_kwargs
-
-
-def generative_train_kwargs(args) -> dict:
-    """train_kwargs, but no weight decay unless asked: it fights reconstruction and likelihood."""
-    kw = train_kwargs(args)
-    if args.weight_decay is None:
-        kw["weight_decay"] = 0.0
-    return kw
+from ..recipes import RECIPES
 
 
 def add_model_options(t, models=("dense", "conv"), default="conv", latent=16) -> None:
@@ -34,7 +27,7 @@ def register(sub) -> None:
     add_model_options(t)
     t.add_argument("--denoise", type=float, default=0.0, metavar="NOISE",
                    help="train to remove Gaussian noise of this std on [0,1] pixels, e.g. 0.3 (default off)")
-    add_train_options(t, epochs=10, batch_size=128, lr=2e-3)
+    add_train_options(t, **RECIPES["autoencode"])
     t.set_defaults(func=cmd_train)
 
     d = verbs.add_parser("denoise", help="apply a trained (denoising) autoencoder to images")
@@ -68,7 +61,7 @@ def cmd_train(args) -> int:
         run = autoencode.train(args.data, model=args.model, out=args.out, data_dir=args.data_dir,
                                download=args.download, latent_dim=args.latent_dim, width=args.width,
                                image_size=args.image_size, val_fraction=args.val_fraction, denoise=args.denoise,
-                               **generative_train_kwargs(args))
+                               **train_kwargs(args))
     r = run.results
     split = r["eval_split"]
     line = f"{split}_mse={r[f'{split}_mse']:.5f} {split}_psnr={r[f'{split}_psnr']:.2f}dB"

@@ -6,6 +6,7 @@ import sys
 
 from . import add_data_options, add_train_options, train_kwargs
 from ..errors import UsageError
+from ..recipes import RECIPES
 
 
 def register(sub) -> None:
@@ -26,8 +27,7 @@ def register(sub) -> None:
     m.add_argument("--no-flip", dest="flip", action="store_false", help="no flips (default for digits)")
     m.add_argument("--cutout", type=int, default=None, help="cutout square size in px, 0 = off (default per dataset)")
     m.add_argument("--no-tta", dest="tta", action="store_false", help="no flip test-time augmentation")
-    from ..tasks.classify import RECIPE
-    add_train_options(t, **RECIPE)
+    add_train_options(t, **RECIPES["classify"])
     t.set_defaults(func=cmd_train)
 
     e = verbs.add_parser("eval", help="evaluate saved weights on a dataset")

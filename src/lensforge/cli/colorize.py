@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from . import add_data_options, add_train_options, train_kwargs
+from ..recipes import RECIPES
 from ..errors import UsageError
 
 
@@ -25,7 +26,7 @@ def register(sub) -> None:
     m.add_argument("--val-fraction", type=float, default=0.05,
                    help="train fraction held out to pick the epoch and decode temperature (default 0.05)")
     m.add_argument("--eval-images", type=int, default=0, help="evaluate on the first N test images (default all)")
-    add_train_options(t, epochs=3, batch_size=64, lr=2e-3)
+    add_train_options(t, **RECIPES["colorize"])
     t.set_defaults(func=cmd_train)
 
     a = verbs.add_parser("apply", help="colourise image files or folders of any size")

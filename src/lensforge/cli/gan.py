@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from . import add_data_options, add_train_options
-from .autoencode import generative_train_kwargs
+from . import train_kwargs
+from ..recipes import RECIPES
 
 
 def register(sub) -> None:
@@ -18,15 +19,17 @@ def register(sub) -> None:
     m.add_argument("--latent-dim", type=int, default=64, metavar="K", help="noise dimension (default 64)")
     m.add_argument("--width", type=int, default=32, help="base channel count of G and D (default 32)")
     m.add_argument("--d-lr", type=float, default=None, help="discriminator learning rate (default: --lr)")
+    m.add_argument("--augment", choices=["auto", "on", "off"], default="auto",
+                   help="DiffAugment (translate + cutout on all D inputs); auto = on for training sets under "
+                        "10,000 images, where D otherwise memorises the data (default auto)")
     m.add_argument("--image-size", type=int, default=None, help="resize folder images to SIZE x SIZE (default: probed)")
     q = t.add_argument_group("quality measurement")
     q.add_argument("--fd-classifier", default="auto", metavar="RUN_OR_WEIGHTS",
                    help="lensforge classifier whose features define the Frechet distance: a classify run folder or "
                         "weights, 'auto' (train a small CNN on the same data first) or 'none' (default auto)")
     q.add_argument("--fd-samples", type=int, default=2000, help="samples per Frechet distance (default 2000)")
-    add_train_options(t, epochs=10, batch_size=64, lr=2e-4)
-    # GANs have no loss minimum to anneal into: a constant rate unless asked otherwise
-    t.set_defaults(func=cmd_train, schedule="constant", warmup=0.0)
+    add_train_options(t, **RECIPES["gan"])
+    t.set_defaults(func=cmd_train)
 
     s = verbs.add_parser("sample", help="generate N images into a PNG grid (and optionally one file each)")
     s.add_argument("--weights", required=True, help="weights file (best.pt) or run folder")
@@ -45,10 +48,11 @@ def cmd_train(args) -> int:
     if args.resume:
         run = gan.train(resume=args.resume, progress=args.progress)
     else:
-        kw = generative_train_kwargs(args)
+        kw = train_kwargs(args)
         run = gan.train(args.data, model=args.model, out=args.out, data_dir=args.data_dir, download=args.download,
                         conditional=args.conditional, latent_dim=args.latent_dim, width=args.width, d_lr=args.d_lr,
-                        image_size=args.image_size, fd_classifier=args.fd_classifier, fd_samples=args.fd_samples,
+                        augment=args.augment, image_size=args.image_size, fd_classifier=args.fd_classifier,
+                        fd_samples=args.fd_samples,
                         **kw)
     r = run.results
     if isinstance(r.get("fd_vs_train"), float):

@@ -1,14 +1,15 @@
 """`lensforge stylize run|train|apply`.
 
 `run CONTENT STYLE` is Gatys' optimisation (slow, any style, no training); `train` fits a fast
-feed-forward network to one style and `apply` runs it on any number of photos. The Gatys form
-needs its own verb because argparse cannot tell a file name from a sub-command.
+feed-forward network to one style and `apply` runs it on any number of photos. `run` is the
+default verb, so `lensforge stylize CONTENT STYLE --out OUT` works too (see DEFAULT_VERBS).
 """
 from __future__ import annotations
 
 import sys
 
 from . import add_train_options, train_kwargs
+from ..recipes import RECIPES
 from .colorize import check_paths
 from ..errors import UsageError
 
@@ -29,7 +30,8 @@ def register(sub) -> None:
     verbs = p.add_subparsers(dest="verb", metavar="VERB", parser_class=type(p))
     verbs.required = True
 
-    r = verbs.add_parser("run", help="Gatys et al.: optimise one image to CONTENT's layout in STYLE's textures")
+    r = verbs.add_parser("run", help="Gatys et al.: optimise one image to CONTENT's layout in STYLE's textures (the default verb: "
+                                 "`lensforge stylize CONTENT STYLE --out OUT` is the same)")
     r.add_argument("content", metavar="CONTENT")
     r.add_argument("style", metavar="STYLE")
     r.add_argument("--out", required=True, help="output image (.png/.jpg)")
@@ -58,7 +60,7 @@ def register(sub) -> None:
     t.add_argument("--tv-weight", type=float, default=1e-3, help="(default 1e-3)")
     t.add_argument("--style-size", type=int, default=None, help="style image longer side (default 2x --size)")
     _feature_options(t)
-    add_train_options(t, epochs=4, batch_size=8, lr=3e-3)
+    add_train_options(t, **RECIPES["stylize"])
     t.set_defaults(func=cmd_train)
 
     a = verbs.add_parser("apply", help="stylise image files or folders with a trained fast network")

@@ -1,8 +1,9 @@
 """`lensforge vae train|sample|interpolate|manifold`."""
 from __future__ import annotations
 
-from . import add_data_options, add_train_options
-from .autoencode import add_model_options, generative_train_kwargs
+from . import add_data_options, add_train_options, train_kwargs
+from ..recipes import RECIPES
+from .autoencode import add_model_options
 
 
 def register(sub) -> None:
@@ -16,7 +17,7 @@ def register(sub) -> None:
     t.add_argument("--beta", type=float, default=1.0, help="weight of the KL term in the training loss (default 1)")
     t.add_argument("--likelihood", choices=["bernoulli", "gaussian"], default="bernoulli",
                    help="p(x|z): bernoulli for binary-ish images such as digits (default), gaussian for photos")
-    add_train_options(t, epochs=10, batch_size=128, lr=2e-3)
+    add_train_options(t, **RECIPES["vae"])
     t.set_defaults(func=cmd_train)
 
     s = verbs.add_parser("sample", help="decode N draws from the prior into a PNG grid")
@@ -60,7 +61,7 @@ def cmd_train(args) -> int:
         run = vae.train(args.data, model=args.model, out=args.out, data_dir=args.data_dir, download=args.download,
                         latent_dim=args.latent_dim, width=args.width, image_size=args.image_size,
                         val_fraction=args.val_fraction, beta=args.beta, likelihood=args.likelihood,
-                        **generative_train_kwargs(args))
+                        **train_kwargs(args))
     r = run.results
     s = r["eval_split"]
     print(f"{s}_neg_elbo={r[f'{s}_neg_elbo']:.2f} nats/image (recon {r[f'{s}_recon']:.2f} + KL {r[f'{s}_kl']:.2f}) "

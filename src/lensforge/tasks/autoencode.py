@@ -27,6 +27,7 @@ from ..engine.device import Runtime, select_runtime
 from ..engine.trainer import TrainConfig
 from ..errors import UsageError
 from ..models import create_model
+from ..recipes import with_recipe
 from ..runs import new_run_dir
 from .generative_common import (Run, base_results, expand_images, finish_run, first_images, held_out, load_generative,
                                 load_images, map_batches, psnr, read_images, resume_checkpoint, run_name, save_png,
@@ -154,8 +155,7 @@ def train(data: str = "digits", *, model: str = "conv", out: str | Path | None =
         opts = AutoencodeOptions(**state["options"])
         ds, kwargs = _build(opts, cfg)
         return _train_and_report(Path(resume), ds, opts, cfg, state["model_kwargs"], state)
-    options.setdefault("monitor", "val_mse")
-    options.setdefault("mode", "min")
+    options = with_recipe(TASK, {"monitor": "val_mse", "mode": "min", **options})
     opts, cfg = split_options(options, AutoencodeOptions, data=str(data), model=model)
     ds, kwargs = _build(opts, cfg)
     run_dir = new_run_dir(TASK, run_name(opts.data, f"{opts.model}{'-denoise' if opts.denoise else ''}"), out)

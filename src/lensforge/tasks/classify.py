@@ -29,15 +29,11 @@ from ..engine.trainer import TrainConfig, fit
 from ..errors import DataError, UsageError
 from ..fileio import atomic_open, write_json
 from ..models import create_model
+from ..recipes import with_recipe
 from ..runs import new_run_dir, write_config
 from .common import Run, restore_model, resume_checkpoint
 
 TASK = "classify"
-
-#: The default training recipe, shared by the CLI and `train()`. Chosen by the sweep in
-#: bench/NOTES.md: a higher peak LR and a weight EMA reach 0.93 on Fashion-MNIST epochs sooner.
-RECIPE = {"epochs": 15, "batch_size": 256, "lr": 5e-3, "ema": 0.999}
-
 
 @dataclass
 class ClassifyOptions:
@@ -152,7 +148,7 @@ def train(data: str = "digits", *, model: str = "cnn", out: str | Path | None = 
     unknown = set(options) - {f for f in ClassifyOptions.__dataclass_fields__} - set(TrainConfig.__dataclass_fields__)
     if unknown:
         raise UsageError(f"unknown option(s): {', '.join(sorted(unknown))}")
-    options = {**RECIPE, **options}
+    options = with_recipe(TASK, options)
     opts = ClassifyOptions(data=str(data), model=model,
                            **{k: v for k, v in options.items() if k in ClassifyOptions.__dataclass_fields__})
     cfg = TrainConfig(**{k: v for k, v in options.items() if k in TrainConfig.__dataclass_fields__})

@@ -36,15 +36,16 @@ from ..engine.trainer import TrainConfig, fit
 from ..errors import DataError, UsageError
 from ..fileio import write_bytes, write_json
 from ..models import create_model
-from .common import Run, restore_model, resume_checkpoint
+from ..recipes import with_recipe
+from .common import Run, restore_model, resume_checkpoint, split_options
 from ..runs import new_run_dir, write_config
 from .classify import expand_inputs  # noqa: F401  (same file/folder expansion as classify predict)
 
 TASK = "colorize"
 BIN = 10.0                      # ab bin side, Lab units (Zhang et al.)
 SIGMA = 5.0                     # soft-encoding and prior-smoothing width, Lab units
-TEMPERATURES = (1.0, 0.6, 0.5, 0.38)
-CORRECTIONS = (0.0, 0.5, 0.7, 0.85, 1.0)
+TEMPERATURES = (1.0, 0.8, 0.7, 0.6, 0.5, 0.38)
+CORRECTIONS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
 @dataclass
@@ -234,13 +235,8 @@ def train(data: str = "cifar10", *, out: str | Path | None = None, resume: str |
     """Train a colouriser and write a complete run folder (weights, results.json, report.html)."""
     if resume is not None:
         return _resume(Path(resume), progress=options.get("progress", True))
-    unknown = set(options) - set(ColorizeOptions.__dataclass_fields__) - set(TrainConfig.__dataclass_fields__)
-    if unknown:
-        raise UsageError(f"unknown option(s): {', '.join(sorted(unknown))}")
-    opts = ColorizeOptions(data=str(data), **{k: v for k, v in options.items() if k in ColorizeOptions.__dataclass_fields__})
-    cfg = TrainConfig(**{k: v for k, v in options.items() if k in TrainConfig.__dataclass_fields__})
-    cfg.monitor, cfg.mode = "val_loss", "min"
-    cfg.validate()
+    options = with_recipe(TASK, {**options, "monitor": "val_loss", "mode": "min"})
+    opts, cfg = split_options(options, ColorizeOptions, data=str(data))
     rt = select_runtime(cfg.device, cfg.precision)
     ds, size = _build(opts, cfg)
     bins = ab_bins()

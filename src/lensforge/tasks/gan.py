@@ -26,18 +26,31 @@ import torch
 import torch.nn.functional as F
 
 from ..data import Dataset
+from ..data.augment import augment_batch
 from ..data.loader import Batches
 from ..engine.checkpoint import load_checkpoint
 from ..engine.device import Runtime, select_runtime
 from ..engine.trainer import TrainConfig
 from ..errors import DataError, UsageError
 from ..models import create_model
+from ..recipes import with_recipe
 from ..runs import new_run_dir
 from .generative_common import (Run, base_results, finish_run, load_generative, load_images,
                                 resume_checkpoint, run_name, split_options, train_run)
 
 TASK = "gan"
 CONFIDENT = 0.9     # a sample counts as recognisable when the classifier's top probability exceeds this
+AUGMENT_BELOW = 10_000   # "auto" DiffAugment for training sets smaller than this
+
+
+def diff_augment(x: torch.Tensor) -> torch.Tensor:
+    """DiffAugment (Zhao et al., 2020): random translation by 1/8 of the side and a cutout of half
+    of it, applied to everything D sees, real and generated, in both players' steps. The ops are
+    differentiable, so G still gets gradients through them; D can no longer memorise a few hundred
+    training images, which otherwise ends a small-data GAN within a few epochs (D wins, G's
+    gradients vanish)."""
+    side = min(x.shape[-2:])
+    return augment_batch(x, translate=max(1, side // 8), cutout_size=side // 2)
 
 
 @dataclass
@@ -52,6 +65,7 @@ class GANOptions:
     image_size: int | None = None
     fd_classifier: str = "auto"        # classify run/weights, "auto" (train one when labelled) or "none"
     fd_samples: int = 2000
+    augment: str = "auto"              # DiffAugment: "on", "off", or "auto" (on below AUGMENT_BELOW images)
     download: bool = True
 
     def validate(self) -> None:
@@ -63,6 +77,8 @@ class GANOptions:
             raise UsageError("--d-lr must be a positive number")
         if self.fd_samples < 10:
             raise UsageError("--fd-samples must be >= 10")
+        if self.augment not in ("auto", "on", "off"):
+            raise UsageError(f"--augment {self.augment}: choose auto, on or off")
 
 
 # ----------------------------------------------------------------------------- Frechet distance
@@ -140,6 +156,7 @@ class GANTask:
         self.fixed_z = torch.randn(64, opts.latent_dim, generator=g)
         self.fixed_labels = (torch.arange(64) % ds.num_classes) if opts.conditional else None
         self.progress: list[torch.Tensor] = []          # one uint8 row of fixed-noise samples per epoch
+        self.augment = opts.augment == "on" or (opts.augment == "auto" and len(ds.train) < AUGMENT_BELOW)
         self.ref_feats = None
         if judge is not None:
             self.ref_feats, _ = judge(real_images(ds.train, opts.fd_samples, seed=1))
@@ -155,17 +172,18 @@ class GANTask:
         y = y if self.opts.conditional else None
         z = torch.randn(n, self.opts.latent_dim, device=x.device)
         fake = gen(z, y)
+        aug = diff_augment if self.augment else (lambda t: t)
         # discriminator step on its own optimiser; fakes detached so G's graph is not touched
         self.disc.train()
         self.d_opt.zero_grad(set_to_none=True)
-        d_real, d_fake = self.disc(x, y), self.disc(fake.detach(), y)
+        d_real, d_fake = self.disc(aug(x), y), self.disc(aug(fake.detach()), y)
         d_loss = F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real)) + \
             F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
         d_loss.backward()
         self.d_opt.step()
         # generator loss (non-saturating); the engine backpropagates and steps G. The gradients it
         # leaves on D's parameters are discarded by the zero_grad above on the next step.
-        g_out = self.disc(fake, y)
+        g_out = self.disc(aug(fake), y)
         g_loss = F.binary_cross_entropy_with_logits(g_out, torch.ones_like(g_out))
         return g_loss, {"g_loss": g_loss.detach(), "d_loss": d_loss.detach(),
                         "d_real": torch.sigmoid(d_real.detach()).mean(), "d_fake": torch.sigmoid(d_fake.detach()).mean()}
@@ -267,9 +285,7 @@ def train(data: str = "digits", *, model: str = "dcgan", out: str | Path | None 
         opts = GANOptions(**state["options"])
         ds, g_kwargs, d_kwargs = _build(opts, cfg)
         return _train_and_report(run_dir, ds, opts, cfg, state["model_kwargs"], state["d_kwargs"], state)
-    for k, v in (("lr", 2e-4), ("schedule", "constant"), ("warmup", 0.0), ("weight_decay", 0.0),
-                 ("batch_size", 64), ("monitor", "fd"), ("mode", "min")):
-        options.setdefault(k, v)
+    options = with_recipe(TASK, {"monitor": "fd", "mode": "min", **options})
     opts, cfg = split_options(options, GANOptions, data=str(data), model=model)
     ds, g_kwargs, d_kwargs = _build(opts, cfg)
     run_dir = new_run_dir(TASK, run_name(opts.data, opts.model + ("-cond" if opts.conditional else "")), out)
@@ -304,7 +320,7 @@ def _final_report(run_dir: Path, task: GANTask, ds: Dataset, opts: GANOptions, h
     image_grid(task.generate(gen, task.fixed_z, labels), run_dir / "samples.png", ncols=8)
     if task.progress:
         image_grid(torch.cat(task.progress), run_dir / "progress.png", ncols=8)
-    out: dict = {"samples_image_size": list(ds.train.shape)}
+    out: dict = {"samples_image_size": list(ds.train.shape), "diff_augment": task.augment}
     if task.judge is None:
         out["fd"] = "not measured (no labelled data or --fd-classifier none)"
         return out

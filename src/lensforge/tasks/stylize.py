@@ -33,7 +33,8 @@ from ..errors import DataError, UsageError
 from ..fileio import write_bytes, write_json
 from ..models import create_model
 from ..models.features import FeatureNet, default_weights, gram, load_feature_net, resolve_weights
-from .common import Run, restore_model, resume_checkpoint
+from ..recipes import with_recipe
+from .common import Run, restore_model, resume_checkpoint, split_options
 from ..runs import new_run_dir, write_config
 from .classify import expand_inputs  # noqa: F401  (same file/folder expansion as classify predict)
 
@@ -292,14 +293,8 @@ def train(data: str = "", *, style: str = "", out: str | Path | None = None, res
     """Train a fast style network on a folder of photos and write a run folder with report."""
     if resume is not None:
         return _resume(Path(resume), progress=options.get("progress", True))
-    unknown = set(options) - set(StyleOptions.__dataclass_fields__) - set(TrainConfig.__dataclass_fields__)
-    if unknown:
-        raise UsageError(f"unknown option(s): {', '.join(sorted(unknown))}")
-    opts = StyleOptions(data=str(data), style=str(style),
-                        **{k: v for k, v in options.items() if k in StyleOptions.__dataclass_fields__})
-    cfg = TrainConfig(**{k: v for k, v in options.items() if k in TrainConfig.__dataclass_fields__})
-    cfg.monitor, cfg.mode = "val_loss", "min"
-    cfg.validate()
+    options = with_recipe(TASK, {**options, "monitor": "val_loss", "mode": "min"})
+    opts, cfg = split_options(options, StyleOptions, data=str(data), style=str(style))
     rt = select_runtime(cfg.device, cfg.precision)
     train_set, val, crit, meta, style_img = _build(opts, cfg, rt)
     kwargs = {"base": opts.base, "blocks": opts.blocks}

@@ -26,6 +26,7 @@ from ..engine.device import Runtime, select_runtime
 from ..engine.trainer import TrainConfig
 from ..errors import UsageError
 from ..models import create_model
+from ..recipes import with_recipe
 from ..runs import new_run_dir
 from .generative_common import (Run, base_results, finish_run, first_images, held_out, load_generative, load_images,
                                 map_batches, read_images, resume_checkpoint, run_name, split_options, train_run)
@@ -150,8 +151,7 @@ def train(data: str = "digits", *, model: str = "conv", out: str | Path | None =
         opts = VAEOptions(**state["options"])
         ds, _ = _build(opts, cfg)
         return _train_and_report(Path(resume), ds, opts, cfg, state["model_kwargs"], state)
-    options.setdefault("monitor", "val_neg_elbo")
-    options.setdefault("mode", "min")
+    options = with_recipe(TASK, {"monitor": "val_neg_elbo", "mode": "min", **options})
     opts, cfg = split_options(options, VAEOptions, data=str(data), model=model)
     ds, kwargs = _build(opts, cfg)
     run_dir = new_run_dir(TASK, run_name(opts.data, opts.model), out)

@@ -1,0 +1,21 @@
+"""Default training recipes per task, in one torch-free module so that the CLI (which builds
+its --help without importing torch) and each task's Python `train()` start from the same values.
+A user's options override these key by key."""
+from __future__ import annotations
+
+RECIPES: dict[str, dict] = {
+    # bench/NOTES.md: a higher peak LR and a weight EMA reach 0.93 on Fashion-MNIST epochs sooner.
+    "classify": {"epochs": 15, "batch_size": 256, "lr": 5e-3, "ema": 0.999},
+    # No weight decay for the generative models: it fights reconstruction and likelihood.
+    "autoencode": {"epochs": 10, "batch_size": 128, "lr": 2e-3, "weight_decay": 0.0},
+    "vae": {"epochs": 10, "batch_size": 128, "lr": 2e-3, "weight_decay": 0.0},
+    # GANs have no loss minimum to anneal into: a constant rate, the DCGAN paper's 2e-4.
+    "gan": {"epochs": 10, "batch_size": 64, "lr": 2e-4, "weight_decay": 0.0, "schedule": "constant", "warmup": 0.0},
+    "colorize": {"epochs": 3, "batch_size": 64, "lr": 2e-3},
+    "stylize": {"epochs": 4, "batch_size": 8, "lr": 3e-3},
+}
+
+
+def with_recipe(task: str, options: dict) -> dict:
+    """The task's recipe overlaid with the caller's options."""
+    return {**RECIPES[task], **options}
