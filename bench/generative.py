@@ -50,9 +50,15 @@ EXPERIMENTS = {
         "from lensforge.tasks import classify; classify.train('mnist', data_dir=D, model='cnn', epochs=1, out=O, "
         "progress=False, label_smoothing=0.0, precision='fp32')"),
     "gan_mnist": (
-        f"lensforge gan train --data mnist --data-dir {DATA} --epochs 4 "
+        f"lensforge gan train --data mnist --data-dir {DATA} --epochs 15 --ema 0.999 "
         f"--fd-classifier bench/out/generative/fd_classifier_mnist --out bench/out/generative/gan_mnist --no-progress",
-        "from lensforge.tasks import gan; gan.train('mnist', data_dir=D, epochs=4, "
+        "from lensforge.tasks import gan; gan.train('mnist', data_dir=D, epochs=15, ema=0.999, "
+        "fd_classifier=str(OUT / 'fd_classifier_mnist'), out=O, progress=False)"),
+    "gan_mnist_cond": (
+        f"lensforge gan train --data mnist --data-dir {DATA} --conditional --epochs 8 --ema 0.999 "
+        f"--fd-classifier bench/out/generative/fd_classifier_mnist --out bench/out/generative/gan_mnist_cond "
+        f"--no-progress",
+        "from lensforge.tasks import gan; gan.train('mnist', data_dir=D, conditional=True, epochs=8, ema=0.999, "
         "fd_classifier=str(OUT / 'fd_classifier_mnist'), out=O, progress=False)"),
     "vae_faces": (
         f"lensforge vae train --data {ORL} --image-size 64 --model conv --latent-dim 32 --likelihood bernoulli "
@@ -73,6 +79,7 @@ DOC_IMAGES = {  # run file -> docs/img name
     ("denoise_mnist", "reconstructions.png"): "denoise_mnist.png",
     ("gan_mnist", "samples.png"): "gan_mnist_samples.png",
     ("gan_mnist", "progress.png"): "gan_mnist_progress.png",
+    ("gan_mnist_cond", "samples.png"): "gan_mnist_cond_samples.png",
     ("vae_faces", "samples.png"): "vae_faces_samples.png",
     ("gan_faces", "samples.png"): "gan_faces_samples.png",
 }
@@ -89,9 +96,14 @@ def run_one(name: str) -> dict:
     locked = os.environ.get("LENSFORGE_BENCH_LOCKED") == "1"   # the caller already holds the lock
     proc = subprocess.run(([] if locked else ["flock", LOCK]) + [sys.executable, "-c", prog], cwd=ROOT)
     wall = time.time() - t0  # includes waiting for the lock; the run's own train_seconds is in results
-    entry = {"command": cli, "exit_code": proc.returncode, "wall_seconds_incl_lock_wait": round(wall, 1)}
+    return collect(name, out, {"command": cli, "exit_code": proc.returncode,
+                               "wall_seconds_incl_lock_wait": round(wall, 1)})
+
+
+def collect(name: str, out: Path, entry: dict) -> dict:
+    """Attach a finished run folder's results.json to its entry and copy its docs images."""
     res = out / "results.json"
-    if proc.returncode == 0 and res.exists():
+    if entry["exit_code"] == 0 and res.exists():
         entry["results"] = json.loads(res.read_text())
         for (exp, f), img in DOC_IMAGES.items():
             if exp == name and (out / f).exists():
@@ -119,32 +131,48 @@ def summarise(all_results: dict) -> dict:
         s["denoise_output_psnr_db"] = r["test_psnr"]
         s["denoise_gain_db"] = r["test_psnr_gain_db"]
         s["denoise_ok"] = r["test_psnr_gain_db"] >= 6
-    r = all_results.get("gan_mnist", {}).get("results")
-    if r and isinstance(r.get("fd_vs_train"), float):
-        fds = r["fd_per_epoch"]
-        s["gan_fd_per_epoch"] = fds
-        s["gan_fd_falls"] = fds[-1] < fds[0]
-        s["gan_recognisable_fraction"] = r["recognisable_fraction"]
-        s["gan_recognisable_ok"] = r["recognisable_fraction"] >= 0.8
+    for exp, key in (("gan_mnist", "gan"), ("gan_mnist_cond", "gan_cond")):
+        r = all_results.get(exp, {}).get("results")
+        if r and isinstance(r.get("fd_vs_train"), float):
+            fds = r["fd_per_epoch"]
+            s[f"{key}_fd_per_epoch"] = fds
+            s[f"{key}_fd_falls"] = fds[-1] < fds[0]
+            s[f"{key}_recognisable_fraction"] = r["recognisable_fraction"]
+            s[f"{key}_recognisable_ok"] = r["recognisable_fraction"] >= 0.8
     return s
+
+
+def write_results(experiments: dict) -> None:
+    doc = {"machine": f"{os.cpu_count()} CPU cores (shared, runs serialised by {LOCK})",
+           "experiments": experiments, "summary": summarise(experiments)}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    tmp = RESULTS.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, RESULTS)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="*", choices=list(EXPERIMENTS), default=None)
+    ap.add_argument("--record", nargs=2, metavar=("NAME", "RUN_DIR"), default=None,
+                    help="record a finished run folder made with NAME's exact command elsewhere (e.g. a queue "
+                         "script under the lock) instead of running it again")
     args = ap.parse_args()
     names = args.only or list(EXPERIMENTS)
     prev = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     experiments = prev.get("experiments", {})
+    if args.record:
+        name, run_dir = args.record
+        if name not in EXPERIMENTS:
+            ap.error(f"--record {name}: not one of {', '.join(EXPERIMENTS)}")
+        names = []
+        experiments[name] = collect(name, Path(run_dir), {"command": EXPERIMENTS[name][0], "exit_code": 0,
+                                                          "recorded_from": str(run_dir)})
+        write_results(experiments)
     for name in names:
         print(f"== {name}", flush=True)
         experiments[name] = run_one(name)
-        doc = {"machine": f"{os.cpu_count()} CPU cores (shared, runs serialised by {LOCK})",
-               "experiments": experiments, "summary": summarise(experiments)}
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        tmp = RESULTS.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
-        os.replace(tmp, RESULTS)
+        write_results(experiments)
     print(json.dumps(summarise(experiments), indent=2))
     return 0
 

@@ -31,7 +31,7 @@ from ..recipes import with_recipe
 from ..runs import new_run_dir
 from .generative_common import (Run, base_results, expand_images, finish_run, first_images, held_out, load_generative,
                                 load_images, map_batches, psnr, read_images, resume_checkpoint, run_name, save_png,
-                                split_options, train_run, write_csv)
+                                split_options, split_sizes, train_run, write_csv)
 
 TASK = "autoencode"
 MODELS = ("dense", "conv")
@@ -149,10 +149,7 @@ def train(data: str = "digits", *, model: str = "conv", out: str | Path | None =
           resume: str | Path | None = None, **options) -> Run:
     """Train an autoencoder and write a run folder (reconstructions, latent plot, errors, report)."""
     if resume is not None:
-        state = resume_checkpoint(Path(resume), TASK)
-        cfg = TrainConfig.from_dict(state["config"])
-        cfg.progress = options.get("progress", True)
-        opts = AutoencodeOptions(**state["options"])
+        state, opts, cfg = resume_checkpoint(Path(resume), TASK, AutoencodeOptions, options.get("progress", True))
         ds, kwargs = _build(opts, cfg)
         return _train_and_report(Path(resume), ds, opts, cfg, state["model_kwargs"], state)
     options = with_recipe(TASK, {"monitor": "val_mse", "mode": "min", **options})
@@ -169,7 +166,7 @@ def _train_and_report(run_dir: Path, ds: Dataset, opts, cfg, kwargs, resume_stat
     task = AutoencodeTask(ds, net, opts, cfg, rt, kwargs)
     config = {"task": TASK, **asdict(opts), "train": asdict(cfg), "runtime": rt.describe(), "model_kwargs": kwargs,
               "preprocess": ds.spec.to_dict(),
-              "splits": {k: len(s) for k, s in (("train", ds.train), ("val", ds.val), ("test", ds.test)) if s is not None}}
+              "splits": split_sizes(ds)}
     result = train_run(TASK, run_dir, task, cfg, config, resume_state)
     results = base_results(result, rt)
     results.update(_final_report(run_dir, net, ds, opts, rt))

@@ -31,7 +31,7 @@ from ..fileio import atomic_open, write_json
 from ..models import create_model
 from ..recipes import with_recipe
 from ..runs import new_run_dir, write_config
-from .common import Run, restore_model, resume_checkpoint
+from .common import Run, restore_model, resume_checkpoint, split_sizes
 
 TASK = "classify"
 
@@ -163,10 +163,7 @@ def train(data: str = "digits", *, model: str = "cnn", out: str | Path | None = 
 
 
 def _resume(run_dir: Path, progress: bool = True) -> Run:
-    state = resume_checkpoint(run_dir, TASK)
-    cfg = TrainConfig.from_dict(state["config"])
-    cfg.progress = progress
-    opts = ClassifyOptions(**state["options"])
+    state, opts, cfg = resume_checkpoint(run_dir, TASK, ClassifyOptions, progress)
     rt = select_runtime(cfg.device, cfg.precision)
     ds, augment, _ = _build(opts, cfg)
     net = create_model(state["model_name"], **state["model_kwargs"])
@@ -179,7 +176,7 @@ def _train_and_report(run_dir, ds, net, kwargs, cfg, opts, rt, augment, resume_s
     task = ClassifyTask(ds, net, opts.model, kwargs, cfg, opts, rt, augment)
     config = {"task": TASK, **asdict(opts), "train": asdict(cfg), "runtime": rt.describe(),
               "model_kwargs": kwargs, "augment": augment.to_dict(), "preprocess": ds.spec.to_dict(),
-              "splits": {k: len(s) for k, s in (("train", ds.train), ("val", ds.val), ("test", ds.test)) if s is not None}}
+              "splits": split_sizes(ds)}
     write_config(run_dir, config)
     result = fit(task, cfg, run_dir, resume=resume_state)
     best = load_checkpoint(run_dir / "weights" / "best.pt", task=TASK)

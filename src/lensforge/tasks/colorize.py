@@ -37,7 +37,7 @@ from ..errors import DataError, UsageError
 from ..fileio import write_bytes, write_json
 from ..models import create_model
 from ..recipes import with_recipe
-from .common import Run, restore_model, resume_checkpoint, split_options
+from .common import Run, restore_model, resume_checkpoint, split_options, split_sizes
 from ..runs import new_run_dir, write_config
 from .classify import expand_inputs  # noqa: F401  (same file/folder expansion as classify predict)
 
@@ -250,10 +250,7 @@ def train(data: str = "cifar10", *, out: str | Path | None = None, resume: str |
 
 
 def _resume(run_dir: Path, progress: bool = True) -> Run:
-    state = resume_checkpoint(run_dir, TASK)
-    cfg = TrainConfig.from_dict(state["config"])
-    cfg.progress = progress
-    opts = ColorizeOptions(**state["options"])
+    state, opts, cfg = resume_checkpoint(run_dir, TASK, ColorizeOptions, progress)
     rt = select_runtime(cfg.device, cfg.precision)
     ds, size = _build(opts, cfg)
     net = create_model("unet", **state["model_kwargs"])
@@ -310,8 +307,7 @@ def _finalize(run_dir: Path, ds, opts: ColorizeOptions, rt: Runtime) -> dict:
 def _train_and_report(run_dir, ds, size, net, kwargs, bins, weights, cfg, opts, rt, resume_state) -> Run:
     task = ColorizeTask(ds.train, ds.val, net, kwargs, bins, weights, cfg, opts, rt, size)
     config = {"task": TASK, **asdict(opts), "train": asdict(cfg), "runtime": rt.describe(), "model_kwargs": kwargs,
-              "ab_bins": len(bins), "splits": {k: len(s) for k, s in (("train", ds.train), ("val", ds.val),
-                                                                       ("test", ds.test)) if s is not None}}
+              "ab_bins": len(bins), "splits": split_sizes(ds)}
     write_config(run_dir, config)
     result = fit(task, cfg, run_dir, resume=resume_state)
     results = {"best_epoch": result.best_epoch, "epochs_run": len(result.history),

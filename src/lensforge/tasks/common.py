@@ -52,11 +52,21 @@ def run_name(data: str, model: str) -> str:
     return f"{Path(data).stem if not str(data).isidentifier() else data}-{model}"
 
 
-def resume_checkpoint(run_dir: Path, task: str) -> dict:
-    last = run_dir / "weights" / "last.pt"
+def resume_checkpoint(run_dir: Path, task: str, opts_cls, progress: bool = True):
+    """(checkpoint, task options, TrainConfig) of an interrupted run, exactly as it was started;
+    only whether to draw progress bars may change between the two halves."""
+    last = Path(run_dir) / "weights" / "last.pt"
     if not last.exists():
         raise UsageError(f"--resume {run_dir}: no weights/last.pt there to resume from")
-    return load_checkpoint(last, task=task)
+    state = load_checkpoint(last, task=task)
+    cfg = TrainConfig.from_dict(state["config"])
+    cfg.progress = progress
+    return state, opts_cls(**state["options"]), cfg
+
+
+def split_sizes(ds) -> dict[str, int]:
+    """Image count per split, for config.yaml."""
+    return {k: len(s) for k, s in (("train", ds.train), ("val", ds.val), ("test", ds.test)) if s is not None}
 
 
 def train_run(task_name: str, run_dir: Path, task, cfg: TrainConfig, config: dict,

@@ -36,7 +36,7 @@ from ..models import create_model
 from ..recipes import with_recipe
 from ..runs import new_run_dir
 from .generative_common import (Run, base_results, finish_run, load_generative, load_images,
-                                resume_checkpoint, run_name, split_options, train_run)
+                                resume_checkpoint, run_name, split_options, split_sizes, train_run)
 
 TASK = "gan"
 CONFIDENT = 0.9     # a sample counts as recognisable when the classifier's top probability exceeds this
@@ -279,10 +279,7 @@ def train(data: str = "digits", *, model: str = "dcgan", out: str | Path | None 
     """Train a DCGAN and write a run folder (per-epoch sample grids, progress strip, FD curve, report)."""
     if resume is not None:
         run_dir = Path(resume)
-        state = resume_checkpoint(run_dir, TASK)
-        cfg = TrainConfig.from_dict(state["config"])
-        cfg.progress = options.get("progress", True)
-        opts = GANOptions(**state["options"])
+        state, opts, cfg = resume_checkpoint(run_dir, TASK, GANOptions, options.get("progress", True))
         ds, g_kwargs, d_kwargs = _build(opts, cfg)
         return _train_and_report(run_dir, ds, opts, cfg, state["model_kwargs"], state["d_kwargs"], state)
     options = with_recipe(TASK, {"monitor": "fd", "mode": "min", **options})
@@ -301,7 +298,7 @@ def _train_and_report(run_dir: Path, ds: Dataset, opts: GANOptions, cfg, g_kwarg
     task = GANTask(ds, gen, disc, opts, cfg, rt, g_kwargs, d_kwargs, run_dir, judge)
     config = {"task": TASK, **asdict(opts), "train": asdict(cfg), "runtime": rt.describe(), "g_kwargs": g_kwargs,
               "d_kwargs": d_kwargs, "preprocess": ds.spec.to_dict(),
-              "splits": {k: len(s) for k, s in (("train", ds.train), ("test", ds.test)) if s is not None}}
+              "splits": split_sizes(ds)}
     result = train_run(TASK, run_dir, task, cfg, config, resume_state)
     results = base_results(result, rt)
     results.update(_final_report(run_dir, task, ds, opts, result.history))

@@ -18,7 +18,7 @@ from ..engine.checkpoint import load_checkpoint
 from ..engine.device import Runtime, select_runtime
 from ..errors import DataError, UsageError
 from .common import (Run, base_results, expand_images, finish_run, restore_model, resume_checkpoint,  # noqa: F401
-                     run_name, save_png, train_run, write_csv)
+                     run_name, save_png, split_sizes, train_run, write_csv)
 from .common import split_options as _split_options
 
 

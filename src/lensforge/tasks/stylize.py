@@ -305,10 +305,7 @@ def train(data: str = "", *, style: str = "", out: str | Path | None = None, res
 
 
 def _resume(run_dir: Path, progress: bool = True) -> Run:
-    state = resume_checkpoint(run_dir, TASK)
-    cfg = TrainConfig.from_dict(state["config"])
-    cfg.progress = progress
-    opts = StyleOptions(**state["options"])
+    state, opts, cfg = resume_checkpoint(run_dir, TASK, StyleOptions, progress)
     rt = select_runtime(cfg.device, cfg.precision)
     train_set, val, crit, meta, _ = _build(opts, cfg, rt)
     net = create_model("style-transformer", **state["model_kwargs"])

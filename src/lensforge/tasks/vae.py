@@ -29,7 +29,8 @@ from ..models import create_model
 from ..recipes import with_recipe
 from ..runs import new_run_dir
 from .generative_common import (Run, base_results, finish_run, first_images, held_out, load_generative, load_images,
-                                map_batches, read_images, resume_checkpoint, run_name, split_options, train_run)
+                                map_batches, read_images, resume_checkpoint, run_name, split_options, split_sizes,
+                                train_run)
 
 TASK = "vae"
 MODELS = ("dense", "conv")
@@ -145,10 +146,7 @@ def train(data: str = "digits", *, model: str = "conv", out: str | Path | None =
           resume: str | Path | None = None, **options) -> Run:
     """Train a VAE and write a run folder (ELBO curves, samples, reconstructions, manifold, report)."""
     if resume is not None:
-        state = resume_checkpoint(Path(resume), TASK)
-        cfg = TrainConfig.from_dict(state["config"])
-        cfg.progress = options.get("progress", True)
-        opts = VAEOptions(**state["options"])
+        state, opts, cfg = resume_checkpoint(Path(resume), TASK, VAEOptions, options.get("progress", True))
         ds, _ = _build(opts, cfg)
         return _train_and_report(Path(resume), ds, opts, cfg, state["model_kwargs"], state)
     options = with_recipe(TASK, {"monitor": "val_neg_elbo", "mode": "min", **options})
@@ -165,7 +163,7 @@ def _train_and_report(run_dir: Path, ds: Dataset, opts: VAEOptions, cfg, kwargs,
     task = VAETask(ds, net, opts, cfg, rt, kwargs)
     config = {"task": TASK, **asdict(opts), "train": asdict(cfg), "runtime": rt.describe(), "model_kwargs": kwargs,
               "preprocess": ds.spec.to_dict(),
-              "splits": {k: len(s) for k, s in (("train", ds.train), ("val", ds.val), ("test", ds.test)) if s is not None}}
+              "splits": split_sizes(ds)}
     result = train_run(TASK, run_dir, task, cfg, config, resume_state)
     results = base_results(result, rt)
     results.update(_final_report(run_dir, net, ds, opts, rt))
