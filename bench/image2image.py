@@ -117,7 +117,7 @@ def bench_gatys(tmp: Path, photos: dict) -> list[dict]:
     return rows
 
 
-def bench_fast(tmp: Path, photos: dict, epochs: int, n_crops: int = 400, style_weight: float = 1e4) -> dict:
+def bench_fast(tmp: Path, photos: dict, epochs: int, n_crops: int = 800, style_weight: float = 3.0) -> dict:
     # Content photos: random crops of sample images that are NOT shown in the docs strip.
     data = tmp / "photos" / "train"
     data.mkdir(parents=True)
@@ -162,9 +162,9 @@ def main() -> None:
     ap.add_argument("--train-colorize", action="store_true", help="train the colouriser here instead")
     ap.add_argument("--cifar", default=str(ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.zip"))
     ap.add_argument("--colorize-epochs", type=int, default=3)
-    ap.add_argument("--fast-epochs", type=int, default=4)
-    ap.add_argument("--fast-style-weight", type=float, default=1e4)
-    ap.add_argument("--fast-crops", type=int, default=400, help="training crops for the fast network")
+    ap.add_argument("--fast-epochs", type=int, default=5)
+    ap.add_argument("--fast-style-weight", type=float, default=3.0)
+    ap.add_argument("--fast-crops", type=int, default=800, help="training crops for the fast network")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: colorize,gatys,fast")
     args = ap.parse_args()
     if not args.colorize_run and not args.train_colorize and "colorize" not in args.skip:

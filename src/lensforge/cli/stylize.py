@@ -56,7 +56,9 @@ def register(sub) -> None:
     t.add_argument("--size", type=int, default=128, help="training crop size in px (default 128)")
     t.add_argument("--base", type=int, default=16, help="network width (default 16; Johnson et al. used 32)")
     t.add_argument("--blocks", type=int, default=3, help="residual blocks (default 3; Johnson et al. used 5)")
-    t.add_argument("--style-weight", type=float, default=1e4, help="style vs content balance (default 1e4)")
+    t.add_argument("--style-weight", type=float, default=3.0,
+                   help="style vs content balance (default 3; far below Gatys' 1e4, as the network does not start "
+                        "from the photo: at 10 and above it paints the style and drops the content)")
     t.add_argument("--tv-weight", type=float, default=1e-3, help="(default 1e-3)")
     t.add_argument("--style-size", type=int, default=None, help="style image longer side (default 2x --size)")
     _feature_options(t)

@@ -218,7 +218,9 @@ class StyleOptions:
     style_size: int | None = None
     base: int = 16
     blocks: int = 3
-    style_weight: float = 1e4
+    # Gatys starts from the photo, so content survives a huge style weight; a network trained from
+    # scratch does not: measured on 800 crops x 5 epochs, 3 keeps the subject, 10+ paints it over.
+    style_weight: float = 3.0
     content_weight: float = 1.0
     tv_weight: float = 1e-3
     features: str | None = None
