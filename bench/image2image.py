@@ -161,7 +161,7 @@ def main() -> None:
     ap.add_argument("--colorize-run", default=None, help="finished colorize run folder to evaluate")
     ap.add_argument("--train-colorize", action="store_true", help="train the colouriser here instead")
     ap.add_argument("--cifar", default=str(ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.zip"))
-    ap.add_argument("--colorize-epochs", type=int, default=3)
+    ap.add_argument("--colorize-epochs", type=int, default=8)
     ap.add_argument("--fast-epochs", type=int, default=5)
     ap.add_argument("--fast-style-weight", type=float, default=3.0)
     ap.add_argument("--fast-crops", type=int, default=800, help="training crops for the fast network")

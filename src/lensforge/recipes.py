@@ -11,7 +11,7 @@ RECIPES: dict[str, dict] = {
     "vae": {"epochs": 10, "batch_size": 128, "lr": 2e-3, "weight_decay": 0.0},
     # GANs have no loss minimum to anneal into: a constant rate, the DCGAN paper's 2e-4.
     "gan": {"epochs": 10, "batch_size": 64, "lr": 2e-4, "weight_decay": 0.0, "schedule": "constant", "warmup": 0.0},
-    "colorize": {"epochs": 3, "batch_size": 64, "lr": 2e-3},
+    "colorize": {"epochs": 8, "batch_size": 64, "lr": 2e-3},
     "stylize": {"epochs": 4, "batch_size": 8, "lr": 3e-3},
 }
 
