@@ -3,7 +3,7 @@ reductions at 256 and 512 px, fast style network speed; also renders the docs/ s
 
     flock /tmp/lensforge-cpu.lock .venv/bin/python bench/image2image.py \\
         --colorize-run runs/colorize/cifar10-jpeg-unet      # reuse a finished `colorize train` run
-    flock /tmp/lensforge-cpu.lock .venv/bin/python bench/image2image.py --train-colorize   # or train it here (~25 min)
+    flock /tmp/lensforge-cpu.lock .venv/bin/python bench/image2image.py --train-colorize   # or train it here (8 epochs, ~35 min)
 
 Writes bench/results/image2image.json and docs/img/*.png. Sample photos come from scikit-image
 and scikit-learn (installed with the dev extras), so nothing third-party is committed except the
