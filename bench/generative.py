@@ -165,6 +165,8 @@ def main() -> int:
         name, run_dir = args.record
         if name not in EXPERIMENTS:
             ap.error(f"--record {name}: not one of {', '.join(EXPERIMENTS)}")
+        if not (Path(run_dir) / "results.json").is_file():
+            ap.error(f"--record {run_dir}: no results.json there (not a finished run folder)")
         names = []
         experiments[name] = collect(name, Path(run_dir), {"command": EXPERIMENTS[name][0], "exit_code": 0,
                                                           "recorded_from": str(run_dir)})

@@ -117,7 +117,7 @@ def bench_gatys(tmp: Path, photos: dict) -> list[dict]:
     return rows
 
 
-def bench_fast(tmp: Path, photos: dict, epochs: int, n_crops: int = 800, style_weight: float = 3.0) -> dict:
+def bench_fast(tmp: Path, photos: dict, epochs: int, n_crops: int, style_weight: float) -> dict:
     # Content photos: random crops of sample images that are NOT shown in the docs strip.
     data = tmp / "photos" / "train"
     data.mkdir(parents=True)

@@ -170,3 +170,15 @@ def test_fast_network_refuses_other_checkpoints(tmp_path, capsys):
     img = _photo(tmp_path / "x.png", 20, 20)
     assert main(["stylize", "apply", "--weights", str(tmp_path / "c.pt"), str(img), "--out", str(tmp_path / "o")]) == 1
     assert "not 'stylize'" in capsys.readouterr().err
+
+
+def test_fast_network_refuses_a_negative_loss_weight_before_writing(tmp_path, weights, capsys):
+    (tmp_path / "photos").mkdir()
+    for i in range(4):
+        _photo(tmp_path / "photos" / f"{i}.png", 40, 40, seed=i)
+    s = _style(tmp_path / "s.png")
+    assert main(["stylize", "train", "--style", str(s), "--data", str(tmp_path / "photos"), "--size", "32",
+                 "--style-weight", "-1", "--features", str(weights), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["lensforge: error: --style-weight -1: must be >= 0"]
+    assert not (tmp_path / "run").exists()

@@ -105,6 +105,13 @@ class PerceptualLoss:
         return {"content": content, "style": style, "tv": tv}
 
 
+def check_loss_weights(**weights: float) -> None:
+    """A negative weight turns a loss term into a reward: training would run and diverge silently."""
+    for name, w in weights.items():
+        if w < 0:
+            raise UsageError(f"--{name.replace('_', '-')} {w:g}: must be >= 0")
+
+
 # ----------------------------------------------------------------------------- Gatys
 
 def match_colour(content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
@@ -137,8 +144,7 @@ def gatys(content: str | Path, style: str | Path, out: str | Path | None = None,
         raise UsageError(f"--size {size}: must be between 32 and 4096")
     if steps < 1:
         raise UsageError("--steps must be >= 1")
-    if min(style_weight, content_weight, tv_weight) < 0:
-        raise UsageError("loss weights must be >= 0")
+    check_loss_weights(style_weight=style_weight, content_weight=content_weight, tv_weight=tv_weight)
     if optimizer not in ("lbfgs", "adam") or init not in ("colour", "content", "noise"):
         raise UsageError("--optimizer must be lbfgs or adam, --init colour, content or noise")
     for role, path in (("CONTENT", content), ("STYLE", style)):
@@ -271,6 +277,7 @@ class StyleTask:
 def _build(opts: StyleOptions, cfg: TrainConfig, rt):
     if opts.size < 32 or opts.size % 4:
         raise UsageError(f"--size {opts.size}: must be a multiple of 4, at least 32")
+    check_loss_weights(style_weight=opts.style_weight, content_weight=opts.content_weight, tv_weight=opts.tv_weight)
     if not Path(opts.style).is_file():
         raise UsageError(f"--style {opts.style}: no such file")
     try:
