@@ -24,54 +24,10 @@ from tqdm.auto import tqdm
 from ..errors import UsageError
 from ..fileio import write_text
 from .checkpoint import save_checkpoint
+from .config import TrainConfig  # noqa: F401  (re-exported: tasks import it from here)
 from .device import Runtime, select_runtime
 from .ema import EMA
 from .schedule import lr_factor
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 2e-3
-    optimizer: str = "adamw"          # adamw | sgd (nesterov)
-    weight_decay: float | None = None  # None: 0.05 for AdamW (decoupled), 5e-4 for SGD
-    momentum: float = 0.9
-    schedule: str = "onecycle"        # onecycle | cosine | constant
-    warmup: float = 0.15              # fraction of all steps spent warming up
-    ema: float = 0.0                  # EMA decay, 0 = off
-    clip_grad: float = 0.0            # max gradient norm, 0 = off
-    early_stop: int = 0               # patience in epochs on `monitor`, 0 = off
-    monitor: str = "val_accuracy"
-    mode: str = "max"
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    compile: bool = False
-    progress: bool = True
-
-    def __post_init__(self):
-        if self.weight_decay is None:
-            self.weight_decay = 0.05 if self.optimizer == "adamw" else 5e-4
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def validate(self) -> None:
-        checks = [(self.epochs >= 1, "--epochs must be >= 1"), (self.batch_size >= 1, "--batch-size must be >= 1"),
-                  (self.lr > 0 and math.isfinite(self.lr), "--lr must be a positive number"),
-                  (self.optimizer in ("adamw", "sgd"), f"unknown optimizer '{self.optimizer}' (adamw or sgd)"),
-                  (self.schedule in ("onecycle", "cosine", "constant"),
-                   f"unknown schedule '{self.schedule}' (onecycle, cosine or constant)"),
-                  (0 <= self.warmup < 1, "--warmup must be a fraction in [0, 1)"),
-                  (0 <= self.ema < 1, "--ema must be a decay in [0, 1), e.g. 0.999"),
-                  (self.clip_grad >= 0, "--clip-grad must be >= 0"), (self.early_stop >= 0, "--early-stop must be >= 0"),
-                  (self.mode in ("max", "min"), "mode must be max or min")]
-        for ok, msg in checks:
-            if not ok:
-                raise UsageError(msg)
 
 
 class Task(Protocol):

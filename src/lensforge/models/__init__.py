@@ -34,6 +34,10 @@ def available_models() -> list[str]:
 
 
 def _load_builtin() -> None:
-    from . import classifiers  # noqa: F401  (registers on import)
-    from . import unet, style  # noqa: F401  (image-to-image models)
-    from . import generative  # noqa: F401
+    """Import every module of this package once: each registers its networks on import, so a new
+    model file needs no edit here."""
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
