@@ -62,17 +62,23 @@ def test_predict_awkward_files(digits_run, tmp_path, capsys):
     (files / "truncated.jpg").write_bytes(good[: len(good) // 2])
     (files / "notes.txt").write_text("hello")
     out_csv = tmp_path / "preds.csv"
+    # A path that does not exist is one usage error for every apply verb, before any work.
+    code = main(["classify", "predict", "--weights", str(digits_run), str(files), str(tmp_path / "missing.png"),
+                 "--out", str(out_csv)])
+    captured = capsys.readouterr()
+    assert code == 2 and "missing.png: no such file or folder" in captured.err and not out_csv.exists()
     code = main(["classify", "predict", "--weights", str(digits_run), str(files), str(files / "notes.txt"),
-                 str(tmp_path / "missing.png"), "--top-k", "3", "--out", str(out_csv)])
+                 "--top-k", "3", "--out", str(out_csv)])
     captured = capsys.readouterr()
     assert code == 1  # some files failed
     assert "Traceback" not in captured.err
     rows = {Path(r["file"]).name: r for r in csv.DictReader(out_csv.open())}
     assert set(rows) >= {"one.jpg", "alpha.png", "cmyk.jpg", "sixteen.png", "anim.gif", "empty.png",
-                         "truncated.jpg", "notes.txt", "missing.png"}
+                         "truncated.jpg", "notes.txt"}
     for ok in ("one.jpg", "one_grey.png", "alpha.png", "cmyk.jpg", "sixteen.png", "anim.gif"):
         assert rows[ok]["error"] == "" and rows[ok]["label"] != "", ok
-    for bad in ("empty.png", "truncated.jpg", "notes.txt", "missing.png"):
+    assert out_csv.read_text().endswith("\n") and out_csv.read_text().splitlines()[0] == "file,label,confidence,top_k,error"
+    for bad in ("empty.png", "truncated.jpg", "notes.txt"):
         assert rows[bad]["error"] and rows[bad]["label"] == "", bad
         assert sum(bad in line for line in captured.err.splitlines()) == 1
     assert rows["one.jpg"]["label"] == "1"  # a photo of a '1', inverted and centred like MNIST
@@ -88,8 +94,8 @@ def test_python_api_predict_and_eval(digits_run):
     preds = clf.predict([img, b"not an image"])
     assert preds[0].label == "1" and 0 < preds[0].confidence <= 1
     assert preds[1].error and preds[1].label is None
-    res = classify.evaluate(digits_run, "digits")
-    assert res["accuracy"] > 0.9 and res["images"] == 359
+    res = classify.evaluate(digits_run)  # the data the run was trained on, by default
+    assert res["data"] == "digits" and res["test_accuracy"] > 0.9 and res["test_images"] == 359
 
 
 def run_cli(*args):
@@ -100,8 +106,10 @@ def run_cli(*args):
     (["classify", "train", "--epochs", "abc"], 2, "invalid int value"),
     (["classify", "train", "--bogus"], 2, "unrecognized arguments"),
     (["classify", "train", "--data", "/no/such/folder"], 2, "not a known dataset"),
-    (["classify", "train", "--epochs", "0", "--no-progress"], 2, "--epochs must be >= 1"),
-    (["classify", "train", "--model", "vgg99", "--epochs", "1"], 2, "unknown model 'vgg99'"),
+    (["classify", "train", "--epochs", "0", "--no-progress"], 2, "--epochs 0: must be between 1 and"),
+    (["classify", "train", "--image-size", "100000"], 2, "--image-size 100000: must be between 4 and 1024"),
+    (["classify", "train", "--model", "mlp", "--width", "8"], 2, "--width/--blocks apply to the cnn and resnet"),
+    (["classify", "train", "--model", "vgg99", "--epochs", "1"], 2, "invalid choice: 'vgg99'"),
     (["classify", "predict", "--weights", "/no/such.pt", "x.png"], 2, "no such weights file"),
     (["classify", "train", "--resume", "/no/such/run"], 2, "no weights/last.pt"),
     (["nosuchtask"], 2, "invalid choice"),

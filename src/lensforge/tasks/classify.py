@@ -8,48 +8,26 @@ The CLI (`lensforge classify ...`) is a thin layer over these three functions.
 """
 from __future__ import annotations
 
-import csv
-import io
-import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data import Augment, Dataset, load_dataset
-from ..data.imageio import IMAGE_EXTENSIONS
+from ..data import Augment, load_dataset
 from ..data.loader import Batches
 from ..data.preprocess import PreprocessSpec, load_and_prepare, prepare
 from ..engine.checkpoint import load_checkpoint
 from ..engine.device import Runtime, select_runtime
-from ..engine.trainer import TrainConfig, fit
 from ..errors import DataError, UsageError
-from ..fileio import atomic_open, write_json
-from ..models import create_model
-from ..recipes import with_recipe
-from ..runs import new_run_dir, write_config
-from .common import Run, restore_model, resume_checkpoint, split_sizes
+from ..specs.classify import ClassifyOptions
+from .apply import InputFile, Record, write_records_csv, write_table_csv
+from .common import restore_model, split_sizes
+from .lifecycle import Run, TrainableTask, run
 
 TASK = "classify"
-
-@dataclass
-class ClassifyOptions:
-    """Task options on top of TrainConfig; all of them land in config.yaml."""
-
-    data: str = "digits"
-    data_dir: str | None = None
-    model: str = "cnn"
-    image_size: int | None = None
-    val_fraction: float = 0.0
-    label_smoothing: float = 0.1
-    translate: int | None = None       # None = the dataset's default augmentation
-    flip: bool | None = None
-    cutout: int | None = None
-    tta: bool = True                   # flip test-time augmentation when the data is flip-invariant
-    download: bool = True
 
 
 # ----------------------------------------------------------------------------- evaluation core
@@ -76,18 +54,45 @@ def confusion(pred: torch.Tensor, true: torch.Tensor, n: int) -> np.ndarray:
     return torch.bincount(true * n + pred, minlength=n * n).reshape(n, n).numpy()
 
 
-class ClassifyTask:
-    """Binds a dataset and a model to the engine's step/evaluate protocol."""
+class ClassifyTask(TrainableTask):
+    """Classification on the one lifecycle: data and network from the options, cross-entropy steps,
+    accuracy per epoch, and a test report (confusion matrix, per-class table, worst mistakes)."""
 
-    def __init__(self, ds: Dataset, model: torch.nn.Module, model_name: str, model_kwargs: dict,
-                 cfg: TrainConfig, opts: ClassifyOptions, rt: Runtime, augment: Augment):
-        self.ds, self.model, self.opts, self.rt = ds, model, opts, rt
-        self.model_name, self.model_kwargs = model_name, model_kwargs
-        self.augment = augment
-        self.train_batches = Batches(ds.train, cfg.batch_size, device=rt.device, shuffle=True, drop_last=True,
-                                     augment=augment, seed=cfg.seed)
+    name = TASK
+    Options = ClassifyOptions
+
+    def setup(self) -> None:
+        opts, cfg = self.opts, self.cfg
+        ds = load_dataset(opts.data, data_dir=opts.data_dir, download=opts.download, image_size=opts.image_size,
+                          val_fraction=opts.val_fraction, seed=cfg.seed)
+        if not ds.classes or len(ds.classes) < 2:
+            raise DataError(f"{opts.data}: classification needs at least 2 classes, found {ds.num_classes}")
+        a = ds.augment
+        self.augment = Augment(a.translate if opts.translate is None else opts.translate,
+                               a.flip if opts.flip is None else opts.flip, a.cutout if opts.cutout is None else opts.cutout)
+        c, h, w = ds.train.shape
+        images = ds.train.images if hasattr(ds.train, "images") else ds.train.take(torch.arange(min(len(ds.train), 512)))[0]
+        mean, std = _channel_stats(images)
+        self.ds = ds
+        self.model_name = opts.model
+        self.model_kwargs = {"in_channels": c, "num_classes": ds.num_classes, "image_size": [h, w], "mean": mean,
+                             "std": std, **_architecture(opts)}
+        self.train_batches = Batches(ds.train, cfg.batch_size, device=self.rt.device, shuffle=True, drop_last=True,
+                                     augment=self.augment, seed=cfg.seed)
         self.eval_split, self.eval_prefix = (ds.val, "val") if ds.val is not None else (ds.test, "test")
-        self.fmt = torch.channels_last if rt.channels_last else torch.contiguous_format
+        self.fmt = torch.channels_last if self.rt.channels_last else torch.contiguous_format
+
+    def has_validation(self) -> bool:
+        return self.ds.val is not None
+
+    def title(self) -> str:
+        return f"lensforge classify: {self.opts.data} / {self.opts.model}"
+
+    def config_extra(self) -> dict:
+        return {"augment": self.augment.to_dict(), "preprocess": self.ds.spec.to_dict(), "splits": split_sizes(self.ds)}
+
+    def extra_meta(self) -> dict:
+        return {"classes": list(self.ds.classes), "preprocess": self.ds.spec.to_dict(), "augment": self.augment.to_dict()}
 
     def training_step(self, model, batch):
         x, y = batch
@@ -103,13 +108,50 @@ class ClassifyTask:
         p = self.eval_prefix
         return {f"{p}_loss": F.cross_entropy(logits, y).item(), f"{p}_accuracy": (logits.argmax(1) == y).float().mean().item()}
 
-    def checkpoint_meta(self) -> dict:
-        return {"task": TASK, "model_name": self.model_name, "model_kwargs": self.model_kwargs,
-                "classes": list(self.ds.classes), "preprocess": self.ds.spec.to_dict(),
-                "augment": self.augment.to_dict(), "options": asdict(self.opts)}
+    def final_results(self, run_dir: Path, fit) -> dict:
+        from ..report import image_grid, per_class_table, plot_confusion_matrix
+
+        ds, net, rt = self.ds, self.model, self.rt
+        out: dict = {"monitor": self.cfg.monitor if ds.val is not None else "none (no validation split: final weights)"}
+        if ds.val is not None:
+            out["val_accuracy"] = fit.best_value
+        split = ds.test if ds.test is not None else ds.val
+        prefix = "test" if ds.test is not None else "val"
+        use_tta = self.opts.tta and self.augment.flip
+        logits, y = predict_logits(net, split, rt, tta_flip=False)
+        plain = (logits.argmax(1) == y).float().mean().item()
+        if use_tta:
+            logits, _ = predict_logits(net, split, rt, tta_flip=True)
+        prob = logits.softmax(1)
+        pred = prob.argmax(1)
+        cm = confusion(pred, y, ds.num_classes)
+        table = per_class_table(cm, ds.classes)
+        if prefix == "test":
+            out.update({"test_accuracy_plain": plain, "test_accuracy": (pred == y).float().mean().item(),
+                        "test_loss": F.nll_loss(prob.clamp_min(1e-12).log(), y).item(),
+                        "tta": "flip" if use_tta else "none", "test_images": len(y), "per_class": table})
+        plot_confusion_matrix(cm, ds.classes, run_dir / "confusion_matrix.png")
+        wrong = (pred != y).nonzero().flatten()
+        order = wrong[prob[wrong, pred[wrong]].argsort(descending=True)][:32]
+        if len(order):
+            imgs, _ = split.take(order)
+            titles = [f"{ds.classes[y[i]]} -> {ds.classes[pred[i]]} ({prob[i, pred[i]]:.2f})" for i in order.tolist()]
+            image_grid(imgs.numpy(), run_dir / "mistakes.png", titles=titles, ncols=8)
+        write_table_csv(run_dir / "per_class.csv", table)
+        self.figures += [(f"Confusion matrix ({prefix})", "confusion_matrix.png"), ("Most confident mistakes", "mistakes.png")]
+        self.tables.append(("Per-class precision / recall", table))
+        return out
 
 
-# ----------------------------------------------------------------------------- training
+def _architecture(opts: ClassifyOptions) -> dict:
+    """The width/depth options the chosen network takes (stored in the checkpoint's model_kwargs)."""
+    arch: dict = {}
+    if opts.width is not None:
+        arch["width"] = opts.width
+    if opts.blocks is not None:
+        arch["blocks"] = [opts.blocks] * 3
+    return arch
+
 
 def _channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     sample = images[:: max(1, len(images) // 10000)].float() / 255
@@ -118,146 +160,33 @@ def _channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     return [round(v, 5) for v in mean.tolist()], [round(v, 5) for v in std.tolist()]
 
 
-def _build(opts: ClassifyOptions, cfg: TrainConfig):
-    if not 0 <= opts.label_smoothing < 1:
-        raise UsageError("--label-smoothing must be in [0, 1)")
-    ds = load_dataset(opts.data, data_dir=opts.data_dir, download=opts.download, image_size=opts.image_size,
-                      val_fraction=opts.val_fraction, seed=cfg.seed)
-    if not ds.classes or len(ds.classes) < 2:
-        raise DataError(f"{opts.data}: classification needs at least 2 classes, found {ds.num_classes}")
-    if cfg.early_stop and ds.val is None:
-        raise UsageError("--early-stop monitors validation accuracy: add --val-fraction (e.g. 0.1)")
-    a = ds.augment
-    augment = Augment(a.translate if opts.translate is None else opts.translate,
-                      a.flip if opts.flip is None else opts.flip, a.cutout if opts.cutout is None else opts.cutout)
-    c, h, w = ds.train.shape
-    images = ds.train.images if hasattr(ds.train, "images") else ds.train.take(torch.arange(min(len(ds.train), 512)))[0]
-    mean, std = _channel_stats(images)
-    kwargs = {"in_channels": c, "num_classes": ds.num_classes, "image_size": [h, w], "mean": mean, "std": std}
-    return ds, augment, kwargs
-
-
-def train(data: str = "digits", *, model: str = "cnn", out: str | Path | None = None, resume: str | Path | None = None,
+def train(data: str | None = None, *, out: str | Path | None = None, resume: str | Path | None = None,
           **options) -> Run:
     """Train a classifier and write a complete run folder; returns the Run (dir, results, history).
 
-    `options` are any ClassifyOptions or TrainConfig fields (epochs, batch_size, lr, seed, ...).
+    `options` are any ClassifyOptions or TrainConfig fields (model, epochs, batch_size, lr, seed, ...);
+    defaults are the classify recipe (lensforge.recipes), exactly as on the command line.
     """
-    if resume is not None:
-        return _resume(Path(resume), progress=options.get("progress", True))
-    unknown = set(options) - {f for f in ClassifyOptions.__dataclass_fields__} - set(TrainConfig.__dataclass_fields__)
-    if unknown:
-        raise UsageError(f"unknown option(s): {', '.join(sorted(unknown))}")
-    options = with_recipe(TASK, options)
-    opts = ClassifyOptions(data=str(data), model=model,
-                           **{k: v for k, v in options.items() if k in ClassifyOptions.__dataclass_fields__})
-    cfg = TrainConfig(**{k: v for k, v in options.items() if k in TrainConfig.__dataclass_fields__})
-    cfg.validate()
-    rt = select_runtime(cfg.device, cfg.precision)
-    ds, augment, kwargs = _build(opts, cfg)
-    torch.manual_seed(cfg.seed)
-    net = create_model(opts.model, **kwargs)
-    name = f"{Path(opts.data).stem if not opts.data.isidentifier() else opts.data}-{opts.model}"
-    run_dir = new_run_dir(TASK, name, out)
-    return _train_and_report(run_dir, ds, net, kwargs, cfg, opts, rt, augment, resume_state=None)
-
-
-def _resume(run_dir: Path, progress: bool = True) -> Run:
-    state, opts, cfg = resume_checkpoint(run_dir, TASK, ClassifyOptions, progress)
-    rt = select_runtime(cfg.device, cfg.precision)
-    ds, augment, _ = _build(opts, cfg)
-    net = create_model(state["model_name"], **state["model_kwargs"])
-    if state["epoch"] >= cfg.epochs:
-        print(f"{run_dir}: all {cfg.epochs} epochs already done; re-running the final evaluation", file=sys.stderr)
-    return _train_and_report(run_dir, ds, net, state["model_kwargs"], cfg, opts, rt, augment, resume_state=state)
-
-
-def _train_and_report(run_dir, ds, net, kwargs, cfg, opts, rt, augment, resume_state) -> Run:
-    task = ClassifyTask(ds, net, opts.model, kwargs, cfg, opts, rt, augment)
-    config = {"task": TASK, **asdict(opts), "train": asdict(cfg), "runtime": rt.describe(),
-              "model_kwargs": kwargs, "augment": augment.to_dict(), "preprocess": ds.spec.to_dict(),
-              "splits": split_sizes(ds)}
-    write_config(run_dir, config)
-    result = fit(task, cfg, run_dir, resume=resume_state)
-    best = load_checkpoint(run_dir / "weights" / "best.pt", task=TASK)
-    net.load_state_dict(best["model"])
-    results = {"best_epoch": result.best_epoch, "epochs_run": len(result.history),
-               "train_seconds": round(result.train_seconds, 2), **rt.describe(),
-               "monitor": cfg.monitor if ds.val is not None else "none (no validation split: final weights)"}
-    if ds.val is not None:
-        results["val_accuracy"] = result.best_value
-    if ds.test is not None:
-        results.update(_final_report(run_dir, net, ds, rt, opts, augment, result.history))
-    else:
-        _final_report(run_dir, net, ds, rt, opts, augment, result.history, split=ds.val)
-    write_json(run_dir / "results.json", results)
-    _write_html(run_dir, results, config)
-    return Run(run_dir, results, result.history)
-
-
-def _final_report(run_dir: Path, net, ds: Dataset, rt: Runtime, opts: ClassifyOptions, augment: Augment,
-                  history, split=None) -> dict:
-    from ..report import image_grid, per_class_table, plot_confusion_matrix, plot_curves
-
-    split = ds.test if split is None else split
-    use_tta = opts.tta and augment.flip
-    logits, y = predict_logits(net, split, rt, tta_flip=False)
-    out = {"test_accuracy_plain": (logits.argmax(1) == y).float().mean().item()}
-    if use_tta:
-        logits, _ = predict_logits(net, split, rt, tta_flip=True)
-    prob = logits.softmax(1)
-    pred = prob.argmax(1)
-    out["test_accuracy"] = (pred == y).float().mean().item()
-    out["test_loss"] = F.nll_loss(prob.clamp_min(1e-12).log(), y).item()
-    out["tta"] = "flip" if use_tta else "none"
-    out["test_images"] = len(y)
-    cm = confusion(pred, y, ds.num_classes)
-    table = per_class_table(cm, ds.classes)
-    out["per_class"] = table
-    plot_curves(history, run_dir / "curves.png")
-    plot_confusion_matrix(cm, ds.classes, run_dir / "confusion_matrix.png")
-    wrong = (pred != y).nonzero().flatten()
-    order = wrong[prob[wrong, pred[wrong]].argsort(descending=True)][:32]
-    if len(order):
-        imgs, _ = split.take(order)
-        titles = [f"{ds.classes[y[i]]} -> {ds.classes[pred[i]]} ({prob[i, pred[i]]:.2f})" for i in order.tolist()]
-        image_grid(imgs.numpy(), run_dir / "mistakes.png", titles=titles, ncols=8)
-    _write_csv(run_dir / "per_class.csv", table)
-    return out
-
-
-def _write_html(run_dir: Path, results: dict, config: dict) -> None:
-    from ..report import write_report
-
-    summary = {k: v for k, v in results.items() if k != "per_class"}
-    images = [(c, str(run_dir / f)) for c, f in (("Training curves", "curves.png"),
-              ("Confusion matrix (test)", "confusion_matrix.png"), ("Most confident mistakes", "mistakes.png"))
-              if (run_dir / f).exists()]
-    write_report(run_dir / "report.html", title=f"lensforge classify: {config['data']} / {config['model']}",
-                 summary=summary, images=images, tables=[("Per-class precision / recall", results.get("per_class", []))],
-                 config=config)
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    if not rows:
-        return
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-    with atomic_open(path, "w") as f:
-        f.write(buf.getvalue())
+    return run(ClassifyTask, data, out=out, resume=resume, **options)
 
 
 # ----------------------------------------------------------------------------- loaded models
 
 @dataclass
 class Prediction:
+    """One input's prediction: the top class and its probability, the top-k list, or an error."""
+
     file: str
     label: str | None = None
     confidence: float | None = None
     top: list[tuple[str, float]] = field(default_factory=list)
     error: str | None = None
+
+    def record(self, top_k: int = 1) -> Record:
+        values = {"label": self.label, "confidence": self.confidence}
+        if top_k > 1:
+            values["top_k"] = [f"{l}:{c:.4f}" for l, c in self.top]
+        return Record(self.file, values, self.error)
 
 
 class Classifier:
@@ -276,7 +205,9 @@ class Classifier:
     def _inputs(self, images) -> tuple[list[str], list[np.ndarray | None], list[str | None]]:
         names, arrays, errors = [], [], []
         for i, item in enumerate(images):
-            if isinstance(item, (str, Path)):
+            if isinstance(item, InputFile):
+                name, src = item.name, item.source()
+            elif isinstance(item, (str, Path)):
                 name, src = str(item), item
             elif isinstance(item, (bytes, bytearray)):
                 name, src = f"<bytes {i}>", bytes(item)
@@ -338,42 +269,25 @@ def load(weights: str | Path, device: str = "auto") -> Classifier:
     return Classifier(load_checkpoint(weights, task=TASK), device=device)
 
 
-def expand_inputs(paths: Sequence[str | Path]) -> list[str]:
-    """Files as given, plus image files found (recursively, sorted) inside given folders."""
-    files: list[str] = []
-    for p in paths:
-        p = Path(p)
-        if p.is_dir():
-            files += sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
-        elif p.exists():
-            files.append(str(p))
-        else:
-            files.append(str(p))  # reported as an error row by predict
-    return files
-
-
 def write_predictions_csv(path: str | Path, preds: list[Prediction], top_k: int = 1) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    header = ["file", "label", "confidence", "error"] + (["top_k"] if top_k > 1 else [])
-    w.writerow(header)
-    for p in preds:
-        row = [p.file, p.label or "", f"{p.confidence:.6f}" if p.confidence is not None else "", p.error or ""]
-        if top_k > 1:
-            row.append(";".join(f"{l}:{c:.4f}" for l, c in p.top))
-        w.writerow(row)
-    with atomic_open(path, "w") as f:
-        f.write(buf.getvalue())
+    """file, label, confidence, [top_k,] error: the apply verbs' one CSV layout."""
+    write_records_csv(path, [p.record(top_k) for p in preds], ["label", "confidence"] + (["top_k"] if top_k > 1 else []))
 
 
-def evaluate(weights: str | Path, data: str, *, data_dir=None, split: str = "test", batch_size: int = 512,
-             device: str = "auto", download: bool = True) -> dict:
-    """Accuracy, loss and per-class table of saved weights on a dataset's split, with the
-    preprocessing stored in the checkpoint (image size and channels must match)."""
+def evaluate(weights: str | Path, data: str | None = None, *, data_dir=None, split: str = "test",
+             batch_size: int = 512, device: str = "auto", download: bool = True) -> dict:
+    """`<split>_accuracy`, `<split>_loss` and the per-class table of saved weights on a dataset's split,
+    with the preprocessing stored in the checkpoint. `data`/`data_dir` default to the run's own."""
     clf = load(weights, device=device)
+    trained = clf.meta.get("options", {})
+    data = data if data is not None else trained.get("data")
+    data_dir = data_dir if data_dir is not None else trained.get("data_dir")
+    if not data:
+        raise UsageError(f"{weights}: the checkpoint does not say what it was trained on; pass --data")
     spec = clf.spec
     ds = load_dataset(data, data_dir=data_dir, download=download, image_size=list(spec.size), channels=spec.channels,
-                      style=spec.style)
+                      style=spec.style, val_fraction=trained.get("val_fraction", 0.0) if split == "val" else 0.0,
+                      seed=clf.meta.get("config", {}).get("seed", 0))
     target = {"test": ds.test, "train": ds.train, "val": ds.val}.get(split)
     if target is None:
         raise UsageError(f"--split {split}: {data} has no such split")
@@ -385,5 +299,6 @@ def evaluate(weights: str | Path, data: str, *, data_dir=None, split: str = "tes
     pred = logits.argmax(1)
     from ..report import per_class_table
     cm = confusion(pred, y, len(clf.classes))
-    return {"accuracy": (pred == y).float().mean().item(), "loss": F.cross_entropy(logits, y).item(),
-            "images": len(y), "split": split, "per_class": per_class_table(cm, clf.classes)}
+    return {"data": data, "split": split, f"{split}_accuracy": (pred == y).float().mean().item(),
+            f"{split}_loss": F.cross_entropy(logits, y).item(), f"{split}_images": len(y),
+            "per_class": per_class_table(cm, clf.classes)}

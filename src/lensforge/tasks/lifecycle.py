@@ -1,0 +1,246 @@
+"""One run lifecycle for every trainable task.
+
+A task declares only what is specific to it, as a `TrainableTask` subclass:
+
+    setup()          load data, choose the network (self.model_name, self.model_kwargs)
+    training_step()  loss of one batch (the engine's protocol, with train_batches)
+    evaluate()       metrics after each epoch
+    final_results()  test metrics, figures and tables, once training is done
+
+and `run()` does the rest, the same way for every task: options from the recipe and the caller,
+resume, the run folder (created only once setup succeeded, removed again if the run dies before
+its first checkpoint), config.yaml, the engine (`fit`), loading the best weights `fit` hands
+back, results.json, curves.png and report.html. docs/architecture.md walks through adding a task.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from ..engine.checkpoint import load_checkpoint, save_checkpoint
+from ..engine.config import RunOptions, TrainConfig
+from ..engine.device import Runtime, select_runtime
+from ..engine.trainer import FitResult, fit
+from ..errors import UsageError
+from ..fileio import write_json
+from ..models import create_model
+from ..options import make, split
+from ..recipes import RECIPES
+from ..runs import new_run_dir, write_config
+
+
+@dataclass
+class Run:
+    """A finished training run: its folder, results.json's content and the per-epoch history."""
+
+    dir: Path
+    results: dict
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def best_weights(self) -> Path:
+        return self.dir / "weights" / "best.pt"
+
+
+class TrainableTask:
+    """Base of every trainable task. Class attributes say what the task is; hooks say what it does."""
+
+    name: ClassVar[str]                       # "classify": the CLI word, the runs/ folder, the checkpoint's task
+    Options: ClassVar[type]                   # its options dataclass (torch-free, lensforge/specs/<task>.py)
+    #: On a CPU with precision "auto", run in this precision instead of the runtime's choice (None: keep it).
+    cpu_auto_precision: ClassVar[str | None] = None
+    #: Options whose meaning needs a held-out split; refused when the task has none.
+    needs_validation: ClassVar[tuple[str, ...]] = ("early_stop",)
+
+    model: torch.nn.Module
+    model_name: str
+    model_kwargs: dict
+    train_batches: Any
+
+    def __init__(self, opts, cfg: TrainConfig, rt: Runtime, resume_state: dict | None = None):
+        self.opts, self.cfg, self.rt, self.resume_state = opts, cfg, rt, resume_state
+        self.figures: list[tuple[str, str]] = []       # (caption, file in the run folder) for the report
+        self.tables: list[tuple[str, list[dict]]] = []
+        self.setup()
+        if resume_state is not None:                   # the network exactly as it was started
+            self.model_name, self.model_kwargs = resume_state["model_name"], resume_state["model_kwargs"]
+        torch.manual_seed(cfg.seed)
+        self.model = self.build_model()
+
+    # ------------------------------------------------------------------ hooks a task implements
+    def setup(self) -> None:
+        """Load data and set self.model_name / self.model_kwargs (and train_batches)."""
+        raise NotImplementedError
+
+    def build_model(self) -> torch.nn.Module:
+        return create_model(self.model_name, **self.model_kwargs)
+
+    def run_name(self) -> str:
+        data = str(getattr(self.opts, "data", "") or "run")
+        stem = data if data.replace("-", "_").isidentifier() else Path(data.rstrip("/")).stem
+        return f"{stem}-{getattr(self.opts, 'model', self.model_name)}"
+
+    def title(self) -> str:
+        return f"lensforge {self.name}: {self.run_name()}"
+
+    def config_extra(self) -> dict:
+        """What config.yaml records besides the options (splits, preprocessing, augmentation...)."""
+        return {}
+
+    def summary(self) -> str | None:
+        """One line printed before training: what was found and chosen, and why."""
+        return None
+
+    def extra_meta(self) -> dict:
+        """Checkpoint entries besides weights, options and the network's (name, kwargs)."""
+        return {}
+
+    def has_validation(self) -> bool:
+        return True
+
+    def training_step(self, model, batch):
+        raise NotImplementedError
+
+    def evaluate(self, model) -> dict[str, float]:
+        return {}
+
+    def final_results(self, run_dir: Path, fit: FitResult) -> dict:
+        """Test metrics with self.model holding the best weights; draw figures into run_dir and list
+        them in self.figures / self.tables. Returns entries for results.json."""
+        return {}
+
+    def start(self, run_dir: Path) -> None:
+        """Called once the run folder exists, before training (also on resume): for work that
+        lives in the run folder (gan writes per-epoch samples there and trains its judge into it)."""
+        self.run_dir = run_dir
+
+    def best_meta_updates(self) -> dict:
+        """Entries final_results chose that best.pt must carry (e.g. colorize's decoding)."""
+        return {}
+
+    # ------------------------------------------------------------------ the engine's protocol
+    def checkpoint_meta(self) -> dict:
+        return {"task": self.name, "model_name": self.model_name, "model_kwargs": self.model_kwargs,
+                "options": asdict(self.opts), **self.extra_meta()}
+
+
+# ----------------------------------------------------------------------------- the runner
+
+def options_for(task_cls: type[TrainableTask], values: dict) -> tuple[Any, TrainConfig]:
+    """Task options and TrainConfig from one flat dict over the task's recipe; unknown names,
+    wrong types and out-of-range values are one UsageError naming the flag."""
+    recipe = RECIPES.get(task_cls.name, {})
+    task_values, cfg_values = split(values, task_cls.Options, TrainConfig)
+    opts = make(task_cls.Options, task_values)
+    cfg = make(TrainConfig, cfg_values, defaults=recipe)
+    return opts, cfg
+
+
+def run(task_cls: type[TrainableTask], data: str | None = None, *, out: str | Path | None = None,
+        resume: str | Path | None = None, **options) -> Run:
+    """Train `task_cls` and write its complete run folder; `resume` continues an interrupted run
+    (only `progress`, and `epochs` to extend a run, may change when resuming)."""
+    try:
+        from ..engine import interrupts
+    except ImportError:  # TODO(lead): engine/interrupts.py lands with the interrupt-safety work
+        class interrupts:  # noqa: N801
+            point = staticmethod(lambda name: None)
+
+    run_opts = make(RunOptions, {"out": None if out is None else str(out), "resume": None if resume is None else str(resume)})
+    if run_opts.resume is not None:
+        opts, cfg, state, run_dir = _resumed(task_cls, Path(run_opts.resume), options, data)
+        created = False
+    else:
+        if data is not None:
+            options["data"] = str(data)
+        opts, cfg = options_for(task_cls, options)
+        state, run_dir, created = None, None, True
+    if cfg.precision == "auto" and task_cls.cpu_auto_precision and select_runtime(cfg.device, "fp32").device.type == "cpu":
+        cfg.precision = task_cls.cpu_auto_precision
+    rt = select_runtime(cfg.device, cfg.precision)
+    task = task_cls(opts, cfg, rt, state)
+    for name in task_cls.needs_validation:
+        if getattr(cfg, name, None) and not task.has_validation():
+            raise UsageError(f"--{name.replace('_', '-')}: {task_cls.name} has no validation split here to watch"
+                             + (" (add --val-fraction)" if hasattr(opts, "val_fraction") else ""))
+    if run_dir is None:
+        run_dir = new_run_dir(task_cls.name, task.run_name(), run_opts.out)
+    config = {"task": task_cls.name, **asdict(opts), "train": asdict(cfg), "runtime": rt.describe(),
+              "model_name": task.model_name, "model_kwargs": task.model_kwargs, **task.config_extra()}
+    try:
+        task.start(run_dir)
+        write_config(run_dir, config)
+        line = task.summary()
+        if line and state is None:
+            print(line, file=sys.stderr)
+        interrupts.point("run:before-fit")
+        result = fit(task, cfg, run_dir, resume=state)
+    except BaseException:
+        if created and not (run_dir / "weights" / "last.pt").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)   # a failed start leaves nothing behind
+        raise
+    best_state = getattr(result, "best_state", None)  # TODO(lead): drop fallback once fit returns it
+    if best_state is None:
+        best_state = load_checkpoint(run_dir / "weights" / "best.pt", task=task_cls.name)["model"]
+    task.model.load_state_dict(best_state)
+    task.model.eval()
+    interrupts.point("run:before-report")
+    results = {"best_epoch": result.best_epoch, "epochs_run": len(result.history),
+               "train_seconds": round(result.train_seconds, 2), **rt.describe()}
+    results.update(task.final_results(run_dir, result))
+    updates = task.best_meta_updates()
+    if updates:
+        best_path = run_dir / "weights" / "best.pt"
+        best = load_checkpoint(best_path, task=task_cls.name)
+        save_checkpoint(best_path, {**{k: v for k, v in best.items() if k not in ("format", "version")}, **updates})
+    finish(run_dir, task.title(), results, config, task.figures, result.history, task.tables)
+    return Run(run_dir, results, result.history)
+
+
+def _resumed(task_cls, run_dir: Path, options: dict, data) -> tuple[Any, TrainConfig, dict, Path]:
+    last = run_dir / "weights" / "last.pt"
+    if not last.exists():
+        raise UsageError(f"--resume {run_dir}: no weights/last.pt there to resume from")
+    changed = {k for k, v in options.items() if k not in ("progress", "epochs") and v is not None}
+    if data is not None:
+        changed.add("data")
+    if changed:
+        flags = ", ".join("--" + k.replace("_", "-") for k in sorted(changed))
+        raise UsageError(f"--resume continues a run exactly as it was started; drop {flags} "
+                         "(only --epochs, to extend it, and --no-progress may be given)")
+    state = load_checkpoint(last, task=task_cls.name)
+    opts = make(task_cls.Options, state["options"])
+    cfg = TrainConfig.from_dict(state["config"])
+    cfg.progress = options.get("progress", cfg.progress) if options.get("progress") is not None else cfg.progress
+    done = state["epoch"]
+    if options.get("epochs") is not None:
+        epochs = make(TrainConfig, {"epochs": options["epochs"]}).epochs
+        if epochs < done:
+            raise UsageError(f"--resume {run_dir} --epochs {epochs}: the run has already done {done} epochs")
+        if epochs != cfg.epochs:
+            print(f"{run_dir}: extending the run from {cfg.epochs} to {epochs} epochs", file=sys.stderr)
+        cfg.epochs = epochs
+    elif done >= cfg.epochs:
+        print(f"{run_dir}: all {cfg.epochs} epochs already done; re-running the final report "
+              f"(pass --epochs N to train further)", file=sys.stderr)
+    return opts, cfg, state, run_dir
+
+
+def finish(run_dir: Path, title: str, results: dict, config: dict, figures: list[tuple[str, str]],
+           history: list[dict], tables: list[tuple[str, list[dict]]] = ()) -> None:
+    """curves.png, results.json and report.html: the files every lensforge run folder has."""
+    from ..report import plot_curves, write_report
+
+    if history:
+        plot_curves(history, run_dir / "curves.png")
+        figures = [("Training curves", "curves.png")] + [f for f in figures if f[1] != "curves.png"]
+    write_json(run_dir / "results.json", results)
+    images = [(c, str(run_dir / f)) for c, f in figures if (run_dir / f).exists()]
+    summary = {k: v for k, v in results.items() if not isinstance(v, (list, dict))}
+    write_report(run_dir / "report.html", title=title, summary=summary, images=images, tables=list(tables),
+                 config=config)
