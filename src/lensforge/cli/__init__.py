@@ -30,7 +30,7 @@ class Parser(argparse.ArgumentParser):
 
 
 #: CLI modules not yet generated from specs (being converted).
-LEGACY = ["lensforge.cli.data"]
+LEGACY: list[str] = []
 
 
 def task_specs() -> list:
@@ -47,11 +47,11 @@ def build_parser(specs=None) -> Parser:
 
     parser = Parser(prog="lensforge", description="Train, evaluate and use computer-vision models.")
     parser.add_argument("--version", action="version", version=f"lensforge {__version__}")
-    sub = parser.add_subparsers(dest="task", metavar="TASK", parser_class=Parser)
+    sub = parser.add_subparsers(dest="_task", metavar="TASK", parser_class=Parser)
     sub.required = True
     for cli in specs or task_specs():
         p = sub.add_parser(cli.name, help=cli.help, description=cli.help)
-        verbs = p.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
+        verbs = p.add_subparsers(dest="_verb_name", metavar="VERB", parser_class=Parser)
         verbs.required = True
         for verb in cli.verbs:
             v = verbs.add_parser(verb.name, help=verb.help, description=verb.description or verb.help)
@@ -66,30 +66,41 @@ def build_parser(specs=None) -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..engine.trainer import Interrupted
-
+    from ..engine import interrupts  # torch-free
     from ..options import given, handler
 
     specs = task_specs()
     parser = build_parser(specs)
     args = parser.parse_args(_with_default_verb(list(sys.argv[1:] if argv is None else argv), specs))
     verb = getattr(args, "_verb", None)
-    try:
-        if verb is None:
-            return int(args.func(args) or 0)
-        return int(handler(verb.handler)(given(args, *verb.options)) or 0)
-    except Interrupted as e:
-        print(f"lensforge: {e}", file=sys.stderr)
-        return 130
-    except LensforgeError as e:
-        print(f"lensforge: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("lensforge: interrupted", file=sys.stderr)
-        return 130
-    except FloatingPointError as e:
-        print(f"lensforge: error: {e}", file=sys.stderr)
-        return 1
+    # From here on a Ctrl-C or SIGTERM, wherever it lands, ends as one line and exit 130: the
+    # first one raises KeyboardInterrupt (fit turns it into Interrupted after saving last.pt), any
+    # later one is held so that the clean-up and the last line cannot become a traceback. As a
+    # program (argv None: the `lensforge` script, `python -m lensforge`) the signals stay ignored
+    # after main returns: one landing in the interpreter's shutdown printed "Exception ignored in
+    # atexit callback ... KeyboardInterrupt" from torch's finalizers.
+    code, message = 130, "lensforge: interrupted"
+    with interrupts.catch(ignore_after=argv is None):
+        try:
+            try:
+                if verb is None:
+                    code, message = int(args.func(args) or 0), None
+                else:
+                    code, message = int(handler(verb.handler)(given(args, *verb.options)) or 0), None
+            except interrupts.Interrupted as e:
+                code, message = 130, f"lensforge: {e}"
+            except LensforgeError as e:
+                code, message = e.exit_code, f"lensforge: error: {e}"
+            except FloatingPointError as e:
+                code, message = 1, f"lensforge: error: {e}"
+            interrupts.stop_raising()  # a signal landing on this call is still caught just below
+        except KeyboardInterrupt:      # outside fit, or while an error above was being handled
+            interrupts.stop_raising()
+            code, message = 130, "lensforge: interrupted"
+        interrupts.point("cli:done")
+        if message:
+            print(message, file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -1,34 +1,33 @@
-"""`lensforge data list|download`."""
+"""Handlers of `lensforge data list|download` (options: lensforge.specs.data)."""
 from __future__ import annotations
 
 
-def register(sub) -> None:
-    p = sub.add_parser("data", help="list or download the named datasets")
-    verbs = p.add_subparsers(dest="verb", metavar="VERB", parser_class=type(p))
-    verbs.required = True
-    ls = verbs.add_parser("list", help="named datasets and where they are expected")
-    ls.add_argument("--data-dir", default=None)
-    ls.set_defaults(func=cmd_list)
-    dl = verbs.add_parser("download", help="download (and checksum) a named dataset")
-    dl.add_argument("name")
-    dl.add_argument("--data-dir", default=None)
-    dl.set_defaults(func=cmd_download)
-
-
-def cmd_list(args) -> int:
-    from ..data import NAMED
+def list_(values: dict) -> int:
+    from ..data.catalog import NAMED, expected_files
     from ..data.download import data_root
+    from ..options import make
+    from ..specs.data import ListOptions
 
-    root = data_root(args.data_dir)
+    o = make(ListOptions, values)
+    print(f"data directory: {data_root(o.data_dir)}")
     for name in NAMED:
-        where = "bundled with scikit-learn" if name == "digits" else str(root / name)
-        print(f"{name:15s} {where}")
+        files = expected_files(name, o.data_dir)
+        if not files:
+            print(f"{name:15s} present   bundled with scikit-learn")
+            continue
+        missing = [f for f in files if not f.is_file()]
+        state = "present" if not missing else ("missing" if len(missing) == len(files) else "partial")
+        where = files[0].parent if not missing else ", ".join(str(f) for f in missing)
+        print(f"{name:15s} {state:9s} {where}")
     return 0
 
 
-def cmd_download(args) -> int:
+def download(values: dict) -> int:
     from ..data import load_dataset
+    from ..options import make
+    from ..specs.data import DownloadOptions
 
-    ds = load_dataset(args.name, data_dir=args.data_dir)
-    print(f"{args.name}: {len(ds.train)} train, {len(ds.test) if ds.test is not None else 0} test images ready")
+    o = make(DownloadOptions, values)
+    ds = load_dataset(o.name, data_dir=o.data_dir)
+    print(f"{o.name}: {len(ds.train)} train, {len(ds.test) if ds.test is not None else 0} test images ready")
     return 0

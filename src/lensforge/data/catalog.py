@@ -62,6 +62,8 @@ class Dataset:
     spec: PreprocessSpec
     augment: Augment = field(default_factory=Augment)
     val: TensorSet | None = None
+    #: Files left out while loading, one "name: reason" each (unreadable, corrupt...).
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
@@ -116,6 +118,16 @@ NAMED: dict[str, Callable[..., Dataset]] = {
                                   PreprocessSpec((28, 28), 1, "resize"), Augment(translate=0, flip=True)),
     "cifar10": _cifar10,
 }
+
+
+def expected_files(name: str, data_dir: str | Path | None = None) -> list[Path]:
+    """Where a named dataset's official files are looked for (empty: bundled, nothing to fetch)."""
+    folder = data_root(data_dir) / name
+    if name in ("mnist", "fashion-mnist"):
+        return [folder / f for f in IDX_FILES]
+    if name == "cifar10":
+        return [folder / CIFAR10_FILE.name]
+    return []
 
 
 def is_named(name: str) -> bool:

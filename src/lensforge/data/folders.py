@@ -1,6 +1,12 @@
 """A user's own images: `root/<class>/*.jpg`, optionally under `train/`, `test/` or `val/`,
 given as a folder or as a `.zip` of one.
 
+Class rule: an image's class is the folder that directly holds it, so nested layouts such as
+`faces94/{female,male}/<person>/*.jpg` give one class per person (153), not per top folder.
+Where two such folders share a name (`a/cat`, `b/cat`), their paths below the split keep them apart
+(`a/cat`, `b/cat`). Images directly in the root (or split) folder have no class.
+Unreadable files are skipped and reported (`Dataset.skipped`), never silently dropped.
+
 Small sets are decoded once into memory (and cached under the cache directory, keyed by file
 identity and size, so the second run skips JPEG decoding); large ones stream from disk.
 """
@@ -74,8 +80,16 @@ def _layout(names: list[str]) -> tuple[dict[str, list[str]], dict[str, list[str 
                 continue  # stray files next to train/ and test/
             split, p = SPLIT_NAMES[p[0].lower()], p[1:]
         splits.setdefault(split, []).append(name)
-        labels.setdefault(split, []).append(p[0] if len(p) > 1 else None)
-    return splits, labels
+        labels.setdefault(split, []).append("/".join(p[:-1]) if len(p) > 1 else None)
+    return splits, _leaf_names(labels)
+
+
+def _leaf_names(labels: dict[str, list[str | None]]) -> dict[str, list[str | None]]:
+    """Class folder paths -> their last component, unless two different paths share it."""
+    paths = {l for ls in labels.values() for l in ls if l is not None}
+    leaf_count = Counter(PurePosixPath(l).name for l in paths)
+    short = {l: (PurePosixPath(l).name if leaf_count[PurePosixPath(l).name] == 1 else l) for l in paths}
+    return {split: [short.get(l) if l is not None else None for l in ls] for split, ls in labels.items()}
 
 
 def _probe_spec(source: _Source, names: list[str], size, channels, style) -> PreprocessSpec:
@@ -108,8 +122,10 @@ def _cache_path(source: _Source, spec: PreprocessSpec, split: str) -> Path:
     return base / (hashlib.sha1(key.encode()).hexdigest()[:20] + ".pt")
 
 
-def _decode_all(source: _Source, names: list[str], spec: PreprocessSpec, split: str) -> tuple[torch.Tensor, list[str]]:
-    """Decode every image once; unreadable files are skipped with a count, not a crash."""
+def _decode_all(source: _Source, names: list[str], spec: PreprocessSpec, split: str,
+                skipped: list[str]) -> tuple[torch.Tensor, list[str]]:
+    """Decode every image once; unreadable files are skipped and appended to `skipped`
+    ("name: reason"), not a crash."""
     cache = _cache_path(source, spec, split) if source.root.is_file() else None
     if cache is not None and cache.exists():
         try:
@@ -122,12 +138,13 @@ def _decode_all(source: _Source, names: list[str], spec: PreprocessSpec, split: 
     def decode(n):
         try:
             return load_and_prepare(source.read(n), spec, name=n)
-        except DataError:
-            return None
+        except DataError as e:
+            return str(e)
 
     with ThreadPoolExecutor(2) as pool:
         arrays = list(pool.map(decode, names))
-    keep = [i for i, a in enumerate(arrays) if a is not None]
+    skipped += [a for a in arrays if isinstance(a, str)]
+    keep = [i for i, a in enumerate(arrays) if not isinstance(a, str)]
     if not keep:
         raise DataError(f"{source.root}: no readable images in split '{split}'")
     images = torch.from_numpy(np.stack([arrays[i] for i in keep]))
@@ -157,11 +174,11 @@ def load_folder(path: str | Path, *, size=None, channels=None, style: str = "res
     classes = sorted(all_labels) if labelled else None
     spec = _probe_spec(source, splits["train"], size, channels, style)
     n_bytes = len(source.names) * spec.channels * spec.size[0] * spec.size[1]
-    sets = {}
+    sets, skipped = {}, []
     for split, names in splits.items():
         label_of = {n: l for n, l in zip(names, split_labels[split])}
         if n_bytes <= MEMORY_LIMIT:
-            images, kept = _decode_all(source, names, spec, split)
+            images, kept = _decode_all(source, names, spec, split, skipped)
             labels = torch.tensor([classes.index(label_of[n]) for n in kept]) if labelled else None
             sets[split] = TensorSet(images, labels, kept)
         else:
@@ -177,4 +194,5 @@ def load_folder(path: str | Path, *, size=None, channels=None, style: str = "res
         except ValueError as e:
             raise DataError(f"{root}: too few images for a test split ({e}); add more or a test/ folder") from None
     translate = max(1, min(spec.size) // 8)
-    return Dataset(root.name, classes, train, test, spec, Augment(translate=translate, flip=True), val=val)
+    return Dataset(root.name, classes, train, test, spec, Augment(translate=translate, flip=True), val=val,
+                   skipped=skipped)

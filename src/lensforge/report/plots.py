@@ -81,22 +81,33 @@ def plot_curves(rows: list[dict], path: str | os.PathLike) -> None:
         for k in cols:
             xs, ys = _series(rows, k)
             ax.plot(xs, ys, marker=marker, markersize=3, label=k)
+            if len(xs) == 1:  # one epoch: label the point with its value, or the axis looks empty
+                ax.annotate(f"{ys[0]:.4g}", (xs[0], ys[0]), textcoords="offset points", xytext=(6, 4), fontsize=8)
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
-        if cols:
-            ax.legend(fontsize=8)
-        else:
+        if len(rows) == 1:
+            ax.set_xlim(0.5, 1.5)
+            ax.set_xticks([1])
+        if not cols:
             ax.text(0.5, 0.5, f"no {ylabel} columns", ha="center", va="center",
                     transform=ax.transAxes, color="grey")
+    handles, labels = ax_loss.get_legend_handles_labels()
     if lr_key is not None:
         xs, ys = _series(rows, lr_key)
         ax_lr = ax_loss.twinx()
-        ax_lr.plot(xs, ys, color="grey", linestyle="--", linewidth=1, label=lr_key)
+        ax_lr.plot(xs, ys, color="grey", linestyle="--", linewidth=1, marker=marker, markersize=2,
+                   label=f"{lr_key} (right axis)")
         ax_lr.set_ylabel(lr_key, color="grey")
         if min(ys) > 0 and max(ys) / min(ys) > 20:
             ax_lr.set_yscale("log")
         ax_lr.tick_params(axis="y", labelcolor="grey", labelsize=8)
+        h2, l2 = ax_lr.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    if handles:  # one legend for the loss axis and the lr twin axis
+        ax_loss.legend(handles, labels, fontsize=8)
+    if metrics:
+        ax_metric.legend(fontsize=8)
     ax_loss.set_title("loss")
     ax_metric.set_title("metrics")
     _save_figure(fig, path)

@@ -24,7 +24,7 @@ from ..engine.device import Runtime, select_runtime
 from ..errors import DataError, UsageError
 from ..specs.classify import ClassifyOptions
 from .apply import InputFile, Record, write_records_csv, write_table_csv
-from .common import restore_model, split_sizes
+from .common import data_summary, restore_model, split_sizes
 from .lifecycle import Run, TrainableTask, run
 
 TASK = "classify"
@@ -70,10 +70,12 @@ class ClassifyTask(TrainableTask):
         a = ds.augment
         self.augment = Augment(a.translate if opts.translate is None else opts.translate,
                                a.flip if opts.flip is None else opts.flip, a.cutout if opts.cutout is None else opts.cutout)
+        self.ds = ds
+        self.fit_recipe_to_data(len(ds.train))
         c, h, w = ds.train.shape
+        self.input_shape = (c, h, w)
         images = ds.train.images if hasattr(ds.train, "images") else ds.train.take(torch.arange(min(len(ds.train), 512)))[0]
         mean, std = _channel_stats(images)
-        self.ds = ds
         self.model_name = opts.model
         self.model_kwargs = {"in_channels": c, "num_classes": ds.num_classes, "image_size": [h, w], "mean": mean,
                              "std": std, **_architecture(opts)}
@@ -84,6 +86,9 @@ class ClassifyTask(TrainableTask):
 
     def has_validation(self) -> bool:
         return self.ds.val is not None
+
+    def summary(self) -> str:
+        return data_summary(self.opts.data, self.ds)
 
     def title(self) -> str:
         return f"lensforge classify: {self.opts.data} / {self.opts.model}"
@@ -112,7 +117,8 @@ class ClassifyTask(TrainableTask):
         from ..report import image_grid, per_class_table, plot_confusion_matrix
 
         ds, net, rt = self.ds, self.model, self.rt
-        out: dict = {"monitor": self.cfg.monitor if ds.val is not None else "none (no validation split: final weights)"}
+        out: dict = {"monitor": self.cfg.monitor if ds.val is not None else "none (no validation split: final weights)",
+                     "splits": split_sizes(ds), "classes": ds.num_classes, "skipped_files": ds.skipped}
         if ds.val is not None:
             out["val_accuracy"] = fit.best_value
         split = ds.test if ds.test is not None else ds.val

@@ -64,6 +64,19 @@ def resume_checkpoint(run_dir: Path, task: str, opts_cls, progress: bool = True)
     return state, opts_cls(**state["options"]), cfg
 
 
+def data_summary(data: str, ds) -> str:
+    """The line printed before training: images (and classes) per split, image size, what was skipped."""
+    sizes = ", ".join(f"{n} {k}" for k, n in split_sizes(ds).items())
+    c, h, w = ds.train.shape
+    line = f"{data}: {sizes} images"
+    if ds.classes:
+        line += f", {len(ds.classes)} classes"
+    line += f", {h}x{w} {'grey' if c == 1 else 'colour'}"
+    if ds.skipped:
+        line += f"; skipped {len(ds.skipped)} unreadable file(s), e.g. {ds.skipped[0]}"
+    return line
+
+
 def split_sizes(ds) -> dict[str, int]:
     """Image count per split, for config.yaml."""
     return {k: len(s) for k, s in (("train", ds.train), ("val", ds.val), ("test", ds.test)) if s is not None}
