@@ -25,7 +25,7 @@ def main() -> int:
     ap.add_argument("--parallel", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--run", action="append", default=[],
-                    help='NAME: lensforge classify train arguments [| {"CNN": {"dropout": 0.2}} model-default overrides]')
+                    help="NAME: lensforge classify train arguments (architecture too: --width 64 --blocks 2)")
     ap.add_argument("--common", default="", help="arguments added to every run")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="sweep-"))
@@ -34,20 +34,16 @@ def main() -> int:
     todo = []
     for spec in a.run:
         name, args = spec.split(":", 1)
-        model_over = ""
-        if "|" in args:
-            args, model_over = args.split("|", 1)
-        todo.append((name.strip(), shlex.split(args) + shlex.split(a.common), model_over.strip()))
+        todo.append((name.strip(), shlex.split(args) + shlex.split(a.common)))
     running, results = [], {}
     while todo or running:
         while todo and len(running) < a.parallel:
-            name, args, model_over = todo.pop(0)
+            name, args = todo.pop(0)
             out = tmp / name
-            runner = ["-m", "lensforge"] if not model_over else [str(Path(__file__).with_name("_sweep_run.py"))]
-            cmd = [sys.executable, *runner, "classify", "train", "--data-dir", a.data_dir, "--no-progress",
+            cmd = [sys.executable, "-m", "lensforge", "classify", "train", "--data-dir", a.data_dir, "--no-progress",
                    "--out", str(out), *args]
             log = open(tmp / f"{name}.log", "w")
-            running.append((name, args, out, subprocess.Popen(cmd, env=dict(env, LF_SWEEP_MODEL=model_over or "{}"), stdout=log, stderr=subprocess.STDOUT),
+            running.append((name, args, out, subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT),
                             time.time()))
         time.sleep(1)
         for item in list(running):

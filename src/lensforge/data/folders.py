@@ -7,8 +7,9 @@ Where two such folders share a name (`a/cat`, `b/cat`), their paths below the sp
 (`a/cat`, `b/cat`). Images directly in the root (or split) folder have no class.
 Unreadable files are skipped and reported (`Dataset.skipped`), never silently dropped.
 
-Small sets are decoded once into memory (and cached under the cache directory, keyed by file
-identity and size, so the second run skips JPEG decoding); large ones stream from disk.
+Small sets are decoded once into memory (a .zip's decoded images are also cached under the cache
+directory, keyed by file identity and size, so the second run skips JPEG decoding; folders are
+decoded on each run); large ones stream from disk.
 """
 from __future__ import annotations
 

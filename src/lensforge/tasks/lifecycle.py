@@ -188,11 +188,7 @@ def run(task_cls: type[TrainableTask], data: str | None = None, *, out: str | Pa
         resume: str | Path | None = None, **options) -> Run:
     """Train `task_cls` and write its complete run folder; `resume` continues an interrupted run
     (only `progress`, and `epochs` to extend a run, may change when resuming)."""
-    try:
-        from ..engine import interrupts
-    except ImportError:  # TODO(lead): engine/interrupts.py lands with the interrupt-safety work
-        class interrupts:  # noqa: N801
-            point = staticmethod(lambda name: None)
+    from ..engine import interrupts
 
     run_opts = make(RunOptions, {"out": None if out is None else str(out), "resume": None if resume is None else str(resume)})
     if run_opts.resume is not None:
@@ -232,10 +228,7 @@ def run(task_cls: type[TrainableTask], data: str | None = None, *, out: str | Pa
         if created and not (run_dir / "weights" / "last.pt").exists():
             shutil.rmtree(run_dir, ignore_errors=True)   # a failed start leaves nothing behind
         raise
-    best_state = getattr(result, "best_state", None)  # TODO(lead): drop fallback once fit returns it
-    if best_state is None:
-        best_state = load_checkpoint(run_dir / "weights" / "best.pt", task=task_cls.name)["model"]
-    task.model.load_state_dict(best_state)
+    task.model.load_state_dict(result.best_state)
     task.model.eval()
     interrupts.point("run:before-report")
     results = {"best_epoch": result.best_epoch, "epochs_run": len(result.history),
