@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.lensforge-installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean browser
 
 setup: $(STAMP)
 
@@ -18,8 +18,15 @@ demo: $(STAMP)
 	$(BIN)/lensforge classify train --data digits --model cnn --epochs 15 --batch-size 64 --lr 3e-3 \
 		--out runs/demo --no-progress
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
+
+# The web page's browser test drives Debian's Chromium (Playwright cannot download its own here).
+# Installed when missing and we may (root with apt-get); otherwise that one test skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } ; } || \
+		echo "chromium not installed: the browser test will be skipped"
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info
