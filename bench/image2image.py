@@ -84,6 +84,7 @@ def bench_colorize(args, tmp: Path, photos: dict) -> dict:
                                "test_images", "train_seconds", "epochs_run")}
     out["wall_seconds_train"] = secs
     out["psnr_above_grey"] = res["test_psnr"] > res["test_grey_psnr"]
+    out["test_vs_grey"] = colorize.describe_test(res["test_psnr"], res["test_grey_psnr"])
     out["colourfulness_at_least_half"] = res["test_colourfulness"] >= 0.5 * res["test_original_colourfulness"]
     # Docs strip: CIFAR test strip from the run, plus full-size photos (grey / ours / original).
     col = colorize.load(run_dir)
@@ -102,13 +103,13 @@ def bench_colorize(args, tmp: Path, photos: dict) -> dict:
     return out
 
 
-def bench_gatys(tmp: Path, photos: dict) -> list[dict]:
+def bench_gatys(tmp: Path, photos: dict, features: str) -> list[dict]:
     content, style = save(photos["chelsea"], tmp / "chelsea.png"), save(photos["flower"], tmp / "flower.png")
     rows = []
     for size in (256, 512):
         out = tmp / f"gatys_{size}.png"
-        secs, _ = run_cli(["stylize", "run", str(content), str(style), "--out", str(out), "--size", str(size),
-                           "--report", str(tmp / f"gatys_{size}.json")])
+        secs, _ = run_cli(["stylize", "run", str(content), str(style), "--out", str(out), "--long-side", str(size),
+                           "--features", features, "--report", str(tmp / f"gatys_{size}.json")])
         rep = json.loads((tmp / f"gatys_{size}.json").read_text())
         rep["wall_seconds_cli"] = round(secs, 2)
         rows.append(rep)
@@ -117,7 +118,7 @@ def bench_gatys(tmp: Path, photos: dict) -> list[dict]:
     return rows
 
 
-def bench_fast(tmp: Path, photos: dict, epochs: int, n_crops: int, style_weight: float) -> dict:
+def bench_fast(tmp: Path, photos: dict, epochs: int, n_crops: int, style_weight: float, features: str) -> dict:
     # Content photos: random crops of sample images that are NOT shown in the docs strip.
     data = tmp / "photos" / "train"
     data.mkdir(parents=True)
@@ -131,9 +132,9 @@ def bench_fast(tmp: Path, photos: dict, epochs: int, n_crops: int, style_weight:
         crop.save(data / f"{i:04d}.jpg", quality=92)
     style = save(photos["flower"], tmp / "flower.png")
     run_dir = tmp / "fast-run"
-    secs, stdout = run_cli(["stylize", "train", "--style", str(style), "--data", str(tmp / "photos"), "--size", "128",
-                            "--epochs", str(epochs), "--style-weight", str(style_weight), "--no-progress",
-                            "--out", str(run_dir)])
+    secs, stdout = run_cli(["stylize", "train", "--style", str(style), "--data", str(tmp / "photos"),
+                            "--image-size", "128", "--epochs", str(epochs), "--style-weight", str(style_weight),
+                            "--features", features, "--no-progress", "--out", str(run_dir)])
     res = json.loads((run_dir / "results.json").read_text())
     net = stylize.load(run_dir)
     test = [save(photos[k], tmp / f"{k}.png") for k in ("chelsea", "astronaut")]
@@ -145,7 +146,7 @@ def bench_fast(tmp: Path, photos: dict, epochs: int, n_crops: int, style_weight:
             t0 = time.perf_counter()
             net.stylize(x)
             times.append(time.perf_counter() - t0)
-    apply_secs, _ = run_cli(["stylize", "apply", "--weights", str(run_dir), *map(str, test), "--size", "512",
+    apply_secs, _ = run_cli(["stylize", "apply", "--weights", str(run_dir), *map(str, test), "--long-side", "512",
                              "--out", str(tmp / "fast_out")])
     outs = [np.asarray(Image.open(tmp / "fast_out" / f"{Path(f).stem}.png")) for f in test]
     strip([photos["chelsea"], outs[0], photos["astronaut"], outs[1]], DOCS / "stylize_fast.png")
@@ -165,6 +166,10 @@ def main() -> None:
     ap.add_argument("--fast-epochs", type=int, default=5)
     ap.add_argument("--fast-style-weight", type=float, default=3.0)
     ap.add_argument("--fast-crops", type=int, default=800, help="training crops for the fast network")
+    # The measured figures use the Caffe-converted SqueezeNet; without this the CLI's default is
+    # torchvision's SqueezeNet 1.1, downloaded into the cache.
+    ap.add_argument("--features", default=str(ROOT.parent / "shared" / "weights" / "squeezenet1_1-features-caffe.pth"),
+                    help="feature-network weights for the style figures")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: colorize,gatys,fast")
     args = ap.parse_args()
     if not args.colorize_run and not args.train_colorize and "colorize" not in args.skip:
@@ -180,10 +185,11 @@ def main() -> None:
             results["colorize_cifar10_test"] = bench_colorize(args, tmp, photos)
             print(json.dumps(results["colorize_cifar10_test"], indent=1), flush=True)
         if "gatys" not in args.skip:
-            results["gatys"] = bench_gatys(tmp, photos)
+            results["gatys"] = bench_gatys(tmp, photos, args.features)
             print(json.dumps(results["gatys"], indent=1), flush=True)
         if "fast" not in args.skip:
-            results["fast_style"] = bench_fast(tmp, photos, args.fast_epochs, args.fast_crops, args.fast_style_weight)
+            results["fast_style"] = bench_fast(tmp, photos, args.fast_epochs, args.fast_crops, args.fast_style_weight,
+                                               args.features)
             print(json.dumps(results["fast_style"], indent=1), flush=True)
     write_json(out_path, results)
     print(f"wrote {out_path}")

@@ -76,9 +76,22 @@ def test_pick_decoding_prefers_vivid_only_while_beating_grey():
     sweep = [{"temperature": 1.0, "correction": 1.0, "psnr": 25.0, "grey_psnr": 24.0, "colourfulness": 5},
              {"temperature": 0.5, "correction": 0.5, "psnr": 24.5, "grey_psnr": 24.0, "colourfulness": 9},
              {"temperature": 0.3, "correction": 0.0, "psnr": 23.0, "grey_psnr": 24.0, "colourfulness": 15}]
-    assert colorize.pick_decoding(sweep) == (0.5, 0.5)
-    assert colorize.pick_decoding(sweep[2:]) == (0.3, 0.0)          # nothing beats grey: best PSNR
-    assert colorize.pick_decoding([sweep[2], dict(sweep[0], psnr=23.5)]) == (1.0, 1.0)
+    assert colorize.pick_decoding(sweep) is sweep[1]
+    assert colorize.pick_decoding(sweep[2:]) is sweep[2]          # nothing beats grey: best PSNR
+    assert colorize.pick_decoding([sweep[2], dict(sweep[0], psnr=23.5)])["temperature"] == 1.0
+
+
+def test_decoding_texts_are_computed_from_the_numbers():
+    above = {"temperature": 0.5, "correction": 0.6, "psnr": 25.80, "grey_psnr": 25.50, "colourfulness": 9}
+    below = {"temperature": 0.38, "correction": 0.0, "psnr": 24.93, "grey_psnr": 26.91, "colourfulness": 15}
+    text = colorize.describe_choice(above)
+    assert "25.80 dB" in text and "beats the grey baseline (25.50 dB)" in text and "T=0.5" in text
+    text = colorize.describe_choice(below)
+    assert "no decoding beat the grey baseline" in text and "24.93" in text and "26.91" in text
+    assert "beats" not in text
+    # the user trial's run: test PSNR 24.93 against 26.91 for grey must not read as "above"
+    assert colorize.describe_test(24.93, 26.91) == "test PSNR 24.93 dB is 1.98 dB below the grey baseline (26.91 dB)"
+    assert colorize.describe_test(25.73, 25.50) == "test PSNR 25.73 dB is 0.23 dB above the grey baseline (25.50 dB)"
 
 
 def test_prior_correction_undoes_rebalancing():
@@ -99,13 +112,51 @@ def test_tiny_training_reduces_loss_and_writes_a_full_run(trained):
     assert hist[-1]["val_loss"] < hist[0]["val_loss"]
     r = json.loads((trained.dir / "results.json").read_text())
     for k in ("test_psnr", "test_ssim", "test_grey_psnr", "test_grey_ssim", "test_colourfulness",
-              "test_original_colourfulness", "temperature", "test_sweep"):
+              "test_original_colourfulness", "temperature", "test_sweep", "val_sweep"):
         assert k in r
     assert r["test_grey_colourfulness"] < 1e-2 and r["test_original_colourfulness"] > 20
     assert r["test_colourfulness"] > 0
-    for f in ("comparison.png", "report.html", "curves.png", "weights/best.pt", "config.yaml"):
+    for f in ("comparison.png", "report.html", "curves.png", "weights/best.pt", "weights/last.pt", "config.yaml"):
         assert (trained.dir / f).is_file()
-    assert "comparison.png" not in [p.name for p in trained.dir.iterdir() if p.name.endswith(".tmp")]
+    # atomic writes leave no temporary files behind
+    assert [p.name for p in trained.dir.rglob("*") if p.name.endswith(".tmp")] == []
+    # the strip is grey / ours / original for the 8 test images, each 16 px shown 8x (128 px), 2 px padding
+    strip = np.asarray(Image.open(trained.dir / "comparison.png").convert("RGB"), np.float32) / 255
+    assert strip.shape == (3 * 130 + 2, 8 * 130 + 2, 3)
+    rows = [torch.from_numpy(strip[2 + i * 130: 130 + i * 130, 2:-2]).permute(2, 0, 1)[None] for i in range(3)]
+    chroma = [float(rgb_to_lab(row)[:, 1:].abs().mean()) for row in rows]
+    assert chroma[0] < 1.0 < chroma[1]                 # the grey row has no colour, ours has
+    assert "comparison.png" in (trained.dir / "report.html").read_text() or "data:image/png" in \
+        (trained.dir / "report.html").read_text()
+    # the decoding chosen on validation is what best.pt carries, and the texts match the numbers
+    best = torch.load(trained.dir / "weights" / "best.pt", weights_only=True)
+    assert (best["temperature"], best["correction"]) == (r["temperature"], r["correction"])
+    row = next(x for x in r["val_sweep"] if (x["temperature"], x["correction"]) == (r["temperature"], r["correction"]))
+    assert r["decoding_choice"] == colorize.describe_choice(row)
+    side = "above" if r["test_psnr"] > r["test_grey_psnr"] else "below"
+    assert side in r["test_vs_grey"] and f"{r['test_psnr']:.2f} dB" in r["test_vs_grey"]
+
+
+def test_calibrate_reruns_the_final_step_of_a_finished_run(trained, capsys):
+    before = json.loads((trained.dir / "results.json").read_text())
+    assert main(["colorize", "calibrate", "--weights", str(trained.dir)]) == 0
+    assert f"temperature={before['temperature']}" in capsys.readouterr().out
+    after = json.loads((trained.dir / "results.json").read_text())
+    for k in ("temperature", "correction", "test_psnr", "test_grey_psnr", "decoding_choice", "best_epoch"):
+        assert after[k] == before[k]
+
+
+def test_calibrate_refuses_an_unfinished_run(trained, tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "weights").mkdir(parents=True)
+    last = torch.load(trained.dir / "weights" / "last.pt", weights_only=True)
+    last["epoch"] = 3
+    torch.save(last, run / "weights" / "last.pt")
+    assert main(["colorize", "calibrate", "--weights", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stopped at epoch 3 of 12" in err[0] and "--resume" in err[0]
+    assert main(["colorize", "calibrate", "--weights", str(tmp_path / "none")]) == 2
+    assert "no weights/last.pt" in capsys.readouterr().err
 
 
 def test_apply_any_size_grey_rgb_rgba_keeps_full_resolution_lightness(trained, tmp_path):
@@ -139,7 +190,7 @@ def test_colorizer_api_matches_shapes_and_bigger_work_size(trained):
     col = colorize.load(trained.dir / "weights" / "best.pt")
     img = _scene(np.random.default_rng(6), 40)
     assert col.colorize(img).shape == img.shape
-    assert col.colorize(img[..., 0], size=24).shape == img.shape
+    assert col.colorize(img[..., 0], image_size=24).shape == img.shape
     assert col._work_shape(300, 500, 16) == (16, 28)
 
 
@@ -161,8 +212,98 @@ def test_wrong_weights_and_bad_options_fail_with_one_line(trained, tmp_path, cap
     assert e.value.code == 2
 
 
-def test_size_must_fit_the_unet(tmp_path, capsys):
+def test_image_size_must_fit_the_unet_and_the_old_flag_is_gone(tmp_path, capsys):
     data = make_folder(tmp_path / "d", n_train=4, n_test=2)
-    assert main(["colorize", "train", "--data", str(data), "--size", "20", "--no-progress",
+    assert main(["colorize", "train", "--data", str(data), "--image-size", "20", "--no-progress",
                  "--out", str(tmp_path / "r")]) == 2
-    assert "multiple of 8" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["lensforge: error: --image-size 20: must be a multiple of 8 (2**depth)"]
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(SystemExit) as e:
+        main(["colorize", "train", "--data", str(data), "--size", "16"])
+    assert e.value.code == 2
+    with pytest.raises(Exception, match="unknown option"):
+        colorize.train(str(data), size=16)
+
+
+@pytest.mark.parametrize("args, flag", [(["--image-size", "100000"], "--image-size 100000: must be between 8 and 1024"),
+                                        (["--temperature", "0"], "--temperature 0.0: must be between 0.01 and 10")])
+def test_apply_refuses_out_of_range_sizes_in_one_line_before_writing(trained, tmp_path, capsys, args, flag):
+    img = tmp_path / "x.png"
+    Image.fromarray(_scene(np.random.default_rng(8), 16)).save(img)
+    assert main(["colorize", "apply", "--weights", str(trained.dir), str(img), "--out", str(tmp_path / "o"), *args]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"lensforge: error: {flag}"]
+    assert not (tmp_path / "o").exists()
+
+
+def test_apply_refuses_an_out_that_is_a_file(trained, tmp_path, capsys):
+    img = tmp_path / "x.png"
+    Image.fromarray(_scene(np.random.default_rng(10), 16)).save(img)
+    (tmp_path / "taken").write_text("a file")
+    assert main(["colorize", "apply", "--weights", str(trained.dir), str(img), "--out", str(tmp_path / "taken")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"lensforge: error: --out {tmp_path / 'taken'}: exists and is not a folder"]
+
+
+def test_apply_refuses_work_that_does_not_fit_in_memory(trained, tmp_path, capsys, monkeypatch):
+    img = tmp_path / "x.png"
+    Image.fromarray(_scene(np.random.default_rng(9), 64)).save(img)
+    monkeypatch.setattr(colorize, "available_memory", lambda device: 64 << 10)  # 64 KB free
+    assert main(["colorize", "apply", "--weights", str(trained.dir), str(img), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith(f"error: {img}: colourising 64x64 at --image-size 16 needs about")
+    assert "lower --image-size" in err[0] and len(err) == 2      # the file's line, then the count
+    assert not (tmp_path / "o" / "x.png").exists()
+    data = make_folder(tmp_path / "d", n_train=4, n_test=2)
+    assert main(["colorize", "train", "--data", str(data), "--no-progress", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "training at 16x16 with --batch-size 64 needs about" in err[0]
+    assert not (tmp_path / "r").exists()
+
+
+def test_data_help_lists_colour_datasets_only(capsys):
+    with pytest.raises(SystemExit):
+        main(["colorize", "train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    data_help = out[out.index("--data DATA colour"):out.index("--data-dir DATA_DIR where")]
+    assert "cifar10" in data_help and "mnist" not in data_help and "digits" not in data_help
+    assert main(["colorize", "train", "--data", "mnist", "--data-dir", "/nonexistent", "--no-download"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "lensforge: error: --data mnist: a grey dataset cannot teach colour; use cifar10 or a folder/.zip of colour images"]
+
+
+def test_unet_rejects_unknown_arguments():
+    from lensforge.models import create_model
+
+    with pytest.raises(TypeError):
+        create_model("unet", in_channels=1, out_channels=4, size=32)
+
+
+def test_resume_keeps_the_runs_bins_and_weights_and_extends_it(tmp_path, monkeypatch):
+    data = make_folder(tmp_path / "d", n_train=16, n_test=4, size=16)
+    kw = dict(batch_size=8, base=4, depth=1, val_fraction=0.25, progress=False, precision="fp32")
+    first = colorize.train(str(data), out=tmp_path / "r", epochs=1, **kw)
+    start = torch.load(first.dir / "weights" / "last.pt", weights_only=True)
+    # a resumed run must use the stored rebalancing weights, not a fresh estimate from the data
+    monkeypatch.setattr(colorize, "empirical_prior", lambda *a, **k: pytest.fail("prior recomputed on resume"))
+    run = colorize.train(resume=first.dir, epochs=2, progress=False)
+    assert [h["epoch"] for h in run.history] == [1, 2]
+    end = torch.load(run.dir / "weights" / "last.pt", weights_only=True)
+    assert torch.equal(end["class_weights"], start["class_weights"]) and torch.equal(end["bins"], start["bins"])
+    with pytest.raises(Exception, match="--resume continues a run exactly"):
+        colorize.train(resume=first.dir, base=8)
+
+
+def test_apply_reads_zip_members_and_names_outputs_uniquely(trained, tmp_path):
+    import zipfile
+
+    rng = np.random.default_rng(11)
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        Image.fromarray(_scene(rng, 24)).save(tmp_path / d / "same.png")
+    with zipfile.ZipFile(tmp_path / "photos.zip", "w") as zf:
+        zf.write(tmp_path / "a" / "same.png", "inner/z.png")
+    records = colorize.apply(trained.dir, [tmp_path / "a", tmp_path / "b", tmp_path / "photos.zip"], tmp_path / "o")
+    assert [r.ok for r in records] == [True, True, True]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["same-2.png", "same.png", "z.png"]
+    assert records[2].file == f"{tmp_path / 'photos.zip'}/inner/z.png"

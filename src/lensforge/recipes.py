@@ -7,12 +7,13 @@ RECIPES: dict[str, dict] = {
     # bench/NOTES.md: a higher peak LR and a weight EMA reach 0.93 on Fashion-MNIST epochs sooner.
     "classify": {"epochs": 15, "batch_size": 256, "lr": 5e-3, "ema": 0.999},
     # No weight decay for the generative models: it fights reconstruction and likelihood.
-    "autoencode": {"epochs": 10, "batch_size": 128, "lr": 2e-3, "weight_decay": 0.0},
-    "vae": {"epochs": 10, "batch_size": 128, "lr": 2e-3, "weight_decay": 0.0},
+    "autoencode": {"epochs": 10, "batch_size": 128, "lr": 2e-3, "weight_decay": 0.0, "monitor": "val_mse", "mode": "min"},
+    "vae": {"epochs": 10, "batch_size": 128, "lr": 2e-3, "weight_decay": 0.0, "monitor": "val_neg_elbo", "mode": "min"},
     # GANs have no loss minimum to anneal into: a constant rate, the DCGAN paper's 2e-4.
-    "gan": {"epochs": 10, "batch_size": 64, "lr": 2e-4, "weight_decay": 0.0, "schedule": "constant", "warmup": 0.0},
-    "colorize": {"epochs": 8, "batch_size": 64, "lr": 2e-3},
-    "stylize": {"epochs": 4, "batch_size": 8, "lr": 3e-3},
+    "gan": {"epochs": 10, "batch_size": 64, "lr": 2e-4, "weight_decay": 0.0, "schedule": "constant", "warmup": 0.0,
+            "monitor": "fd", "mode": "min"},   # fd: Frechet distance to training images (no validation split)
+    "colorize": {"epochs": 8, "batch_size": 64, "lr": 2e-3, "monitor": "val_loss", "mode": "min"},
+    "stylize": {"epochs": 4, "batch_size": 8, "lr": 3e-3, "monitor": "val_loss", "mode": "min"},
 }
 
 

@@ -2,12 +2,17 @@
 
 Style transfer needs a network whose layers already respond to edges, textures and parts; an
 untrained one gives noise. The layouts below reproduce torchvision's `features` modules exactly, so
-a torchvision state_dict (VGG16, VGG19, SqueezeNet 1.1) or the Caffe-converted SqueezeNet in
-../shared/weights loads key for key. Weights are read with `torch.load(weights_only=True)` and
-checked against the layout before use: a wrong file is refused with one line, not half-loaded.
+a torchvision state_dict (VGG16, VGG19, SqueezeNet 1.1) or a Caffe-converted SqueezeNet loads key
+for key. Weights are read with `torch.load(weights_only=True)` and checked against the layout
+before use: a wrong file is refused with one line, not half-loaded.
+
+Default weights: $LENSFORGE_FEATURE_WEIGHTS, else torchvision's SqueezeNet 1.1 file, downloaded
+once from its official URL into ~/.cache/lensforge/weights and checked against the sha256 prefix
+in its name (as datasets are: data/download.py); offline, one line says where to put it.
 
 Input conventions differ by origin and matter a lot (wrong ones give blotchy styles):
- - "caffe": BGR, 0-255, mean (104.0, 116.7, 122.7) subtracted. The bundled SqueezeNet file.
+ - "caffe": BGR, 0-255, mean (104.0, 116.7, 122.7) subtracted. Caffe-converted SqueezeNet files
+   (such as the squeezenet1_1-features-caffe.pth the project's figures were measured with).
  - "torchvision": RGB in [0,1] normalised by ImageNet mean/std. torchvision's own checkpoints.
 """
 from __future__ import annotations
@@ -16,6 +21,7 @@ import hashlib
 import os
 import pickle
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +31,9 @@ import torch.nn as nn
 from ..errors import CheckpointError, DataError
 
 CONVENTIONS = ("caffe", "torchvision")
+#: The weights used when neither --features nor the variable names a file (specs/stylize.py shows both in --help).
+DEFAULT_FEATURES = "squeezenet1_1"
+FEATURES_ENV = "LENSFORGE_FEATURE_WEIGHTS"
 _CAFFE_MEAN_BGR = (104.0, 116.7, 122.7)
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -93,6 +102,11 @@ LAYERS = {
 }
 
 
+#: Peak bytes per input pixel of a forward + backward pass through the loss layers (fp32, batch 1),
+#: measured as the growth of peak RSS on the CPU (SqueezeNet at 1024 px, VGG at 512 px).
+TRAIN_BYTES_PER_PIXEL = {"squeezenet1_1": 930, "vgg16": 3200, "vgg19": 3270}
+
+
 class FeatureNet(nn.Module):
     """Frozen ImageNet `features` stack that returns the activations at chosen indices.
 
@@ -106,6 +120,7 @@ class FeatureNet(nn.Module):
             raise ValueError(f"convention must be one of {CONVENTIONS}")
         self.arch, self.convention, self.features = arch, convention, features
         self.layers = LAYERS[arch]
+        self.train_bytes_per_pixel = TRAIN_BYTES_PER_PIXEL[arch]
         if convention == "caffe":
             mean = torch.tensor(_CAFFE_MEAN_BGR[::-1]).view(1, 3, 1, 1) / 255  # as RGB in [0,1] units
             self.register_buffer("mean", mean)
@@ -146,17 +161,21 @@ def _read_state(path: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such weights file")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about protocols of foreign pickles
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        # torch reports garbage bytes and smuggled objects through the same exception; only
-        # "Unsupported global" means there really is a pickled object in the file.
-        smuggled = [ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln]
-        if not smuggled:
-            raise CheckpointError(f"{path}: not a readable PyTorch weights file (corrupt or not torch.save output)") from None
-        raise CheckpointError(f"{path}: refused to load: the file contains pickled objects that are not plain "
-                              f"weights ({smuggled[0][:160]})") from None
+        # The same rule as engine.checkpoint.load_checkpoint: torch reports garbage bytes and smuggled
+        # objects through one exception; only an unsupported/blocked global is a pickled object.
+        # TODO(engine): share one `load_weights_only` helper with load_checkpoint (see the report).
+        globals_ = [l.strip() for l in str(e).splitlines()
+                    if "global" in l.lower() and ("unsupported" in l.lower() or "blocked" in l.lower())]
+        if globals_:
+            raise CheckpointError(f"{path}: refused to load: the file contains pickled objects that are not "
+                                  f"plain weights ({globals_[0][:160]})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch weights file (unrecognised data)") from None
     except Exception as e:  # noqa: BLE001 -- garbage bytes surface as KeyError, IndexError, ... from the unpickler
-        detail = (str(e).splitlines() or [type(e).__name__])[0][:160]
+        detail = (str(e).splitlines() or [""])[0][:160]
         raise CheckpointError(f"{path}: not a readable PyTorch weights file ({type(e).__name__}: {detail})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
@@ -168,8 +187,8 @@ def _read_state(path: Path) -> dict:
 def load_feature_net(path: str | os.PathLike, convention: str | None = None) -> FeatureNet:
     """Build the matching network for a weights file (VGG16/19 or SqueezeNet 1.1 features).
 
-    `convention` None picks the origin's usual one: "caffe" for SqueezeNet (the bundled file is the
-    Caffe conversion), "torchvision" for VGG; pass it explicitly for torchvision's SqueezeNet.
+    `convention` None: "torchvision" for VGG and for torchvision's own files (named as published,
+    e.g. squeezenet1_1-b8a52dc0.pth), "caffe" for any other SqueezeNet file (Caffe conversions).
     """
     path = Path(path)
     state = _read_state(path)
@@ -185,10 +204,23 @@ def load_feature_net(path: str | os.PathLike, convention: str | None = None) -> 
         raise CheckpointError(f"{path}: looks like {arch} but does not fit its layout "
                               f"({str(e).splitlines()[1].strip()[:160] if len(str(e).splitlines()) > 1 else e})") from None
     if convention is None:
-        convention = "caffe" if arch == "squeezenet1_1" else "torchvision"
+        torchvision_file = path.name in {u.rsplit("/", 1)[1] for u in KNOWN_URLS.values()}
+        convention = "caffe" if arch == "squeezenet1_1" and not torchvision_file else "torchvision"
     if convention not in CONVENTIONS:
         raise CheckpointError(f"unknown input convention '{convention}' (caffe or torchvision)")
     return FeatureNet(arch, features, convention)
+
+
+def weights_cache() -> Path:
+    """~/.cache/lensforge/weights (under $XDG_CACHE_HOME when that is absolute)."""
+    cache = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(cache) if os.path.isabs(cache) else Path.home() / ".cache"
+    return base / "lensforge" / "weights"
+
+
+def _offline(fname: str, url: str, dest: Path, reason: str) -> DataError:
+    return DataError(f"{fname}: {reason}; download {url} and save it as {dest}, or pass --features FILE "
+                     f"(or set {FEATURES_ENV}=FILE) with SqueezeNet 1.1 / VGG16 / VGG19 ImageNet weights")
 
 
 def fetch_known_weights(name: str, dest_dir: str | os.PathLike, *, download: bool = True, progress: bool = True) -> Path:
@@ -208,33 +240,37 @@ def fetch_known_weights(name: str, dest_dir: str | os.PathLike, *, download: boo
     if dest.exists():
         return dest
     if not download:
-        raise DataError(f"{dest}: missing; download {url} there (offline: no automatic download)")
-    dest.parent.mkdir(parents=True, exist_ok=True)
+        raise _offline(fname, url, dest, "not downloaded yet and downloads are off (--no-download)")
     part = dest.with_name(fname + ".part")
     try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
         dl._download(url, part, fname, 60, progress)  # resumable, shared with dataset downloads
     except Exception as e:  # noqa: BLE001 -- any network failure becomes the same one-line message
-        raise DataError(f"{fname}: download from {url} failed ({dl._reason(e)}); save it by hand as {dest}") from None
+        raise _offline(fname, url, dest, f"download failed ({dl._reason(e)})") from None
     h = hashlib.sha256()
     with open(part, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     if not h.hexdigest().startswith(expected):
         part.unlink()
-        raise DataError(f"{fname}: checksum mismatch (sha256 {h.hexdigest()[:8]}, expected {expected}...)")
+        raise DataError(f"{fname}: checksum mismatch (sha256 {h.hexdigest()[:8]}, expected {expected}...) from {url}")
     os.replace(part, dest)
     return dest
 
 
-def resolve_weights(spec: str, *, cache_dir: str | os.PathLike | None = None, download: bool = True) -> Path:
-    """A path as given, or a known name (vgg16, vgg19, squeezenet1_1) fetched into the cache."""
+def default_features() -> str:
+    """$LENSFORGE_FEATURE_WEIGHTS (read when called), else torchvision's SqueezeNet 1.1."""
+    return os.environ.get(FEATURES_ENV) or DEFAULT_FEATURES
+
+
+def resolve_weights(spec: str | None, *, cache_dir: str | os.PathLike | None = None, download: bool = True) -> Path:
+    """The weights file for `spec`: a path as given, or a known name (squeezenet1_1, vgg16, vgg19)
+    fetched into the cache; None means default_features()."""
+    spec = spec or default_features()
     p = Path(spec).expanduser()
     if p.exists() or spec not in KNOWN_URLS:
         return p
-    from ..data.download import data_root
-
-    root = Path(cache_dir) if cache_dir else data_root().parent / "weights"
-    return fetch_known_weights(spec, root, download=download)
+    return fetch_known_weights(spec, Path(cache_dir) if cache_dir else weights_cache(), download=download)
 
 
 def gram(f: torch.Tensor) -> torch.Tensor:
@@ -243,17 +279,3 @@ def gram(f: torch.Tensor) -> torch.Tensor:
     with torch.autocast(f.device.type, enabled=False):
         f = f.float().reshape(b, c, h * w)
         return f @ f.transpose(1, 2) / (c * h * w)
-
-
-DEFAULT_WEIGHTS = os.environ.get("LENSFORGE_FEATURE_WEIGHTS", "")
-
-
-def default_weights() -> str:
-    """$LENSFORGE_FEATURE_WEIGHTS, else the shared SqueezeNet file next to a checkout, else ''."""
-    if DEFAULT_WEIGHTS:
-        return DEFAULT_WEIGHTS
-    for base in (Path.cwd(), *Path.cwd().parents[:2]):
-        cand = base / "shared" / "weights" / "squeezenet1_1-features-caffe.pth"
-        if cand.is_file():
-            return str(cand)
-    return ""

@@ -63,5 +63,5 @@ class TransformerNet(nn.Module):
 
 
 @register("style-transformer")
-def style_transformer(base: int = 16, blocks: int = 3, **_ignored) -> TransformerNet:
+def style_transformer(base: int = 16, blocks: int = 3) -> TransformerNet:
     return TransformerNet(base, blocks)

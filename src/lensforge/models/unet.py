@@ -48,5 +48,5 @@ class UNet(nn.Module):
 
 
 @register("unet")
-def unet(in_channels: int = 1, out_channels: int = 2, base: int = 32, depth: int = 3, **_ignored) -> UNet:
+def unet(in_channels: int = 1, out_channels: int = 2, base: int = 32, depth: int = 3) -> UNet:
     return UNet(in_channels, out_channels, base, depth)

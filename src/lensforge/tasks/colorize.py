@@ -10,57 +10,45 @@ quantised ab bins (10x10 Lab units, in-gamut only), with soft targets, class reb
 rare saturated colours, and an "annealed mean" decode. Two decode knobs trade vividness against
 per-pixel accuracy: the temperature, and how much of the rebalancing bias is divided back out
 ("correction"). Both are chosen on a validation split (never the test set): the most colourful
-setting that still beats the grey image in PSNR.
+setting that still beats the grey image in PSNR, and results.json says in computed words whether
+that held on validation and on test.
+
+Training goes through the one lifecycle (tasks.lifecycle.run); the decoding choice is made in
+`final_results` and stored in best.pt via `best_meta_updates`, so `calibrate` of a finished run
+is the same runner resumed at its end: no second copy of the final step.
 """
 from __future__ import annotations
 
 import io
-import json
+import os
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 
 from ..color import colourfulness, lab_to_rgb, psnr, rgb_to_lab, ssim
 from ..data import Augment, load_dataset
 from ..data.imageio import read_image
 from ..data.loader import Batches
-from ..engine.checkpoint import load_checkpoint, save_checkpoint
+from ..engine.checkpoint import load_checkpoint
 from ..engine.device import Runtime, select_runtime
-from ..engine.trainer import TrainConfig, fit
-from ..errors import DataError, UsageError
-from ..fileio import write_bytes, write_json
-from ..models import create_model
-from ..recipes import with_recipe
-from .common import Run, restore_model, resume_checkpoint, split_options, split_sizes
-from ..runs import new_run_dir, write_config
-from .classify import expand_inputs  # noqa: F401  (same file/folder expansion as classify predict)
+from ..errors import DataError, LensforgeError, UsageError
+from ..options import make
+from ..specs.colorize import ApplyOptions, ColorizeOptions
+from .apply import InputFile, Record, expand_inputs, save_image, unique_stems
+from .common import data_summary, restore_model, split_sizes
+from .lifecycle import Run, TrainableTask, run
 
 TASK = "colorize"
 BIN = 10.0                      # ab bin side, Lab units (Zhang et al.)
 SIGMA = 5.0                     # soft-encoding and prior-smoothing width, Lab units
 TEMPERATURES = (1.0, 0.8, 0.7, 0.6, 0.5, 0.38)
 CORRECTIONS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-
-
-@dataclass
-class ColorizeOptions:
-    """Task options on top of TrainConfig; all of them land in config.yaml."""
-
-    data: str = "cifar10"
-    data_dir: str | None = None
-    size: int | None = None          # train/model resolution for folders (default: probed, 32 for CIFAR)
-    base: int = 32                   # U-Net width
-    depth: int = 3
-    rebalance: float = 0.5           # 0 = plain soft cross-entropy, 1 = fully inverse-frequency weights
-    val_fraction: float = 0.05
-    eval_images: int = 0             # 0 = the whole test split
-    download: bool = True
+DEFAULT_DECODING = (0.38, 0.0)  # (temperature, correction) until a validation split chooses
+MARGIN_DB = 0.05                # "beats grey" means by at least this much PSNR
 
 
 # ----------------------------------------------------------------------------- ab quantisation
@@ -159,18 +147,107 @@ def l_input(L: torch.Tensor) -> torch.Tensor:
     return L / 50.0 - 1.0
 
 
+# ----------------------------------------------------------------------------- memory checks
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes that a new allocation on `device` can use now (None where it cannot be told)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def refuse_beyond_memory(need_bytes: float, device: torch.device, what: str, hint: str) -> None:
+    """Refuse, in one line and before anything starts, work whose estimated peak does not fit."""
+    avail = available_memory(device)
+    if avail is not None and need_bytes > avail:
+        raise UsageError(f"{what} needs about {_gb(need_bytes)} of memory, {_gb(avail)} available on {device}; {hint}")
+
+
+def _gb(n: float) -> str:
+    return f"{n / 2 ** 30:.1f} GB"
+
+
+def unet_bytes_per_pixel(base: int, bins: int, training: bool) -> float:
+    """Estimated peak bytes per input pixel of the colouriser's U-Net (fp32, per image).
+
+    Training keeps ~22*base activations per pixel over all levels (each level has twice the
+    channels on a quarter of the pixels) plus logits, log-softmax and their gradients (~5 x bins);
+    inference keeps one level's blocks, the logits, their softmax and the decode (~3 x bins).
+    Checked against the growth of peak RSS on the CPU at base 32 and 224 bins: measured 6877 B/px
+    training (256 px; formula 7392), 3203 B/px inference with the decode (512 px; formula 3552).
+    """
+    if training:
+        return 4.0 * (22 * base + 5 * bins + 24)
+    return 4.0 * (6 * base + 3 * bins + 24)
+
+
 # ----------------------------------------------------------------------------- training task
 
-class ColorizeTask:
-    """Binds image data and a U-Net to the engine's step/evaluate protocol."""
+def load_colour_data(opts: ColorizeOptions, seed: int):
+    """The dataset and its (H, W), refused in one line unless it is colour and fits the U-Net."""
+    m = 2 ** opts.depth
+    try:
+        ds = load_dataset(opts.data, data_dir=opts.data_dir, download=opts.download, image_size=opts.image_size,
+                          channels=3, require_labels=False, val_fraction=opts.val_fraction, seed=seed)
+    except ValueError as e:  # load_folder's own test split of a 1-image folder raises it
+        raise DataError(f"{opts.data}: {e}") from None
+    c, h, w = ds.train.shape
+    if c != 3:
+        raise DataError(f"{opts.data}: colourisation needs colour images, these have {c} channel(s)")
+    if h % m or w % m:
+        raise UsageError(f"{opts.data}: images are {h}x{w}; pass --image-size S with S a multiple of {m}")
+    return ds, (h, w)
 
-    def __init__(self, train_set, val_set, model, model_kwargs: dict, bins, weights, cfg: TrainConfig,
-                 opts: ColorizeOptions, rt: Runtime, size: tuple[int, int]):
-        self.model, self.model_kwargs, self.bins, self.weights = model, model_kwargs, bins, weights
-        self.opts, self.rt, self.size, self.cfg = opts, rt, size, cfg
-        self.train_batches = Batches(train_set, cfg.batch_size, device=rt.device, shuffle=True, drop_last=True,
-                                     augment=Augment(flip=True), seed=cfg.seed)
-        self.val_set = val_set
+
+class ColorizeTask(TrainableTask):
+    """Colourisation on the one lifecycle: Lab data and a U-Net from the options, rebalanced soft
+    cross-entropy per step, validation loss/PSNR per epoch, and a final step that chooses the
+    decoding on validation and measures it against the grey baseline on test."""
+
+    name = TASK
+    Options = ColorizeOptions
+
+    def setup(self) -> None:
+        opts, cfg, state = self.opts, self.cfg, self.resume_state
+        self.ds, self.size = load_colour_data(opts, cfg.seed)
+        if state is not None:  # the bins and weights the run was started with, not recomputed
+            self.bins, self.weights = state["bins"].float(), state["class_weights"].float()
+        else:
+            self.bins = ab_bins()
+            self.weights = class_weights(empirical_prior(self.ds.train, self.bins), self.bins, opts.rebalance)
+        self.model_name = "unet"
+        self.model_kwargs = {"in_channels": 1, "out_channels": len(self.bins), "base": opts.base, "depth": opts.depth}
+        h, w = self.size
+        need = cfg.batch_size * h * w * unet_bytes_per_pixel(opts.base, len(self.bins), True)
+        refuse_beyond_memory(need, self.rt.device, f"training at {h}x{w} with --batch-size {cfg.batch_size}",
+                             "lower --batch-size or --image-size")
+        self.train_batches = Batches(self.ds.train, cfg.batch_size, device=self.rt.device, shuffle=True,
+                                     drop_last=True, augment=Augment(flip=True), seed=cfg.seed)
+        self.decoding: tuple[float, float] | None = None  # chosen in final_results
+
+    def has_validation(self) -> bool:
+        return self.ds.val is not None
+
+    def config_extra(self) -> dict:
+        return {"ab_bins": len(self.bins), "splits": split_sizes(self.ds)}
+
+    def summary(self) -> str:
+        return f"{data_summary(self.opts.data, self.ds)}; {len(self.bins)} ab bins, rebalance {self.opts.rebalance:g}"
+
+    def extra_meta(self) -> dict:
+        t, c = DEFAULT_DECODING
+        return {"bins": self.bins.clone(), "class_weights": self.weights.clone(), "size": list(self.size),
+                "temperature": t, "correction": c}
 
     def loss(self, model, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         lab = rgb_to_lab(rgb)
@@ -189,135 +266,82 @@ class ColorizeTask:
 
     @torch.no_grad()
     def evaluate(self, model) -> dict[str, float]:
-        if self.val_set is None:
+        if self.ds.val is None:
             return {}
         model.eval()
         total, n, ps = 0.0, 0, []
-        for x, _ in Batches(self.val_set, 256, device=self.rt.device):
+        for x, _ in Batches(self.ds.val, 256, device=self.rt.device):
             with self.rt.autocast():
                 loss, logits = self.loss(model, x)
             total += float(loss) * len(x)
             n += len(x)
             lab = rgb_to_lab(x)
-            out = lab_to_rgb(torch.cat([lab[:, :1], decode(logits, self.bins, 0.38)], 1))
+            out = lab_to_rgb(torch.cat([lab[:, :1], decode(logits, self.bins, DEFAULT_DECODING[0])], 1))
             ps.append(psnr(out, x))
         model.train()
         return {"val_loss": total / max(1, n), "val_psnr": float(torch.cat(ps).mean())}
 
-    def checkpoint_meta(self) -> dict:
-        return {"task": TASK, "model_name": "unet", "model_kwargs": self.model_kwargs,
-                "bins": self.bins.clone(), "class_weights": self.weights.clone(), "size": list(self.size),
-                "temperature": 0.38, "correction": 0.0, "options": asdict(self.opts)}
+    def final_results(self, run_dir: Path, fit) -> dict:
+        """Choose the decoding on validation, evaluate it on test against grey, draw the strip."""
+        ds, net, rt, opts = self.ds, self.model, self.rt, self.opts
+        net.to(rt.device).eval()
+        results: dict = {}
+        state = self.resume_state or {}
+        decoding = (float(state.get("temperature", DEFAULT_DECODING[0])), float(state.get("correction", DEFAULT_DECODING[1])))
+        if ds.val is not None:
+            sweep = sweep_decodings(net, ds.val, self.bins, self.weights, rt)
+            row = pick_decoding(sweep)
+            decoding = self.decoding = (row["temperature"], row["correction"])
+            results["decoding_choice"] = describe_choice(row)
+            results["val_sweep"] = sweep
+            self.tables.append(("Decoding sweep (validation split)", sweep))
+        results["temperature"], results["correction"] = decoding
+        dec = (decoding[0], self.weights, decoding[1])
+        test = ds.test if ds.test is not None else ds.val
+        if test is not None:
+            if opts.eval_images and opts.eval_images < len(test):
+                test = test.subset(torch.arange(opts.eval_images))
+            results.update(evaluate_split(net, test, self.bins, dec, rt))
+            results["test_vs_grey"] = describe_test(results["test_psnr"], results["test_grey_psnr"])
+            # On test only the temperatures at the chosen correction: a trade-off curve for the report,
+            # at a fifth of the cost of the full validation grid.
+            results["test_sweep"] = sweep_decodings(net, test, self.bins, self.weights, rt, corrections=(decoding[1],))
+            self.tables.append(("Decoding sweep (test split, chosen correction)", results["test_sweep"]))
+            _comparison_strip(net, test, self.bins, dec, rt, run_dir / "comparison.png")
+            self.figures.append(("Rows: grey input / colourised / original (test)", "comparison.png"))
+        return results
+
+    def best_meta_updates(self) -> dict:
+        if self.decoding is None:
+            return {}
+        return {"temperature": self.decoding[0], "correction": self.decoding[1]}
 
 
-def _build(opts: ColorizeOptions, cfg: TrainConfig):
-    if not 0 <= opts.rebalance <= 1:
-        raise UsageError("--rebalance must be in [0, 1]")
-    if opts.depth < 1 or opts.base < 4:
-        raise UsageError("--depth must be >= 1 and --base >= 4")
-    m = 2 ** opts.depth
-    if opts.size is not None and (opts.size < m or opts.size % m):
-        raise UsageError(f"--size {opts.size}: must be a multiple of {m} (2**depth)")
-    try:
-        ds = load_dataset(opts.data, data_dir=opts.data_dir, download=opts.download, image_size=opts.size,
-                          channels=3, require_labels=False, val_fraction=opts.val_fraction, seed=cfg.seed)
-    except ValueError as e:  # load_folder's own test split of a 1-image folder raises it
-        raise DataError(f"{opts.data}: {e}") from None
-    c, h, w = ds.train.shape
-    if c != 3:
-        raise DataError(f"{opts.data}: colourisation needs colour images, these have {c} channel(s)")
-    if h % m or w % m:
-        raise UsageError(f"{opts.data}: images are {h}x{w}; pass --size S with S a multiple of {m}")
-    return ds, (h, w)
+def train(data: str | None = None, *, out: str | Path | None = None, resume: str | Path | None = None,
+          **options) -> Run:
+    """Train a colouriser and write a complete run folder (weights, results.json, report.html).
+
+    `options` are any ColorizeOptions or TrainConfig fields (image_size, base, depth, epochs, ...);
+    defaults are the colorize recipe (lensforge.recipes), exactly as on the command line.
+    """
+    return run(ColorizeTask, data, out=out, resume=resume, **options)
 
 
-def train(data: str = "cifar10", *, out: str | Path | None = None, resume: str | Path | None = None, **options) -> Run:
-    """Train a colouriser and write a complete run folder (weights, results.json, report.html)."""
-    if resume is not None:
-        return _resume(Path(resume), progress=options.get("progress", True))
-    options = with_recipe(TASK, {**options, "monitor": "val_loss", "mode": "min"})
-    opts, cfg = split_options(options, ColorizeOptions, data=str(data))
-    rt = select_runtime(cfg.device, cfg.precision)
-    ds, size = _build(opts, cfg)
-    bins = ab_bins()
-    weights = class_weights(empirical_prior(ds.train, bins), bins, opts.rebalance)
-    kwargs = {"in_channels": 1, "out_channels": len(bins), "base": opts.base, "depth": opts.depth}
-    torch.manual_seed(cfg.seed)
-    net = create_model("unet", **kwargs)
-    name = f"{Path(opts.data).stem if not opts.data.isidentifier() else opts.data}-unet"
-    run_dir = new_run_dir(TASK, name, out)
-    return _train_and_report(run_dir, ds, size, net, kwargs, bins, weights, cfg, opts, rt, None)
-
-
-def _resume(run_dir: Path, progress: bool = True) -> Run:
-    state, opts, cfg = resume_checkpoint(run_dir, TASK, ColorizeOptions, progress)
-    rt = select_runtime(cfg.device, cfg.precision)
-    ds, size = _build(opts, cfg)
-    net = create_model("unet", **state["model_kwargs"])
-    return _train_and_report(run_dir, ds, size, net, state["model_kwargs"], state["bins"], state["class_weights"],
-                             cfg, opts, rt, state)
-
-
-def calibrate(run_dir: str | Path, device: str = "auto") -> dict:
+def calibrate(run_dir: str | Path) -> dict:
     """Re-choose the decoding on the validation split and re-evaluate on test, for a finished run
-    (e.g. one trained before a decoding option existed); updates best.pt, results.json, report."""
+    (e.g. one trained before a decoding option existed): the runner resumed at the run's end, so it
+    is the very final step of `train` that updates best.pt, results.json and the report."""
     run_dir = Path(run_dir)
-    state = load_checkpoint(run_dir / "weights" / "best.pt", task=TASK)
-    opts = ColorizeOptions(**state["options"])
-    cfg = TrainConfig.from_dict(state["config"])
-    rt = select_runtime(device, cfg.precision)
-    ds, _ = _build(opts, cfg)
-    results = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").exists() else {}
-    results.update(_finalize(run_dir, ds, opts, rt))
-    write_json(run_dir / "results.json", results)
-    config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
-    _write_html(run_dir, results, config or {"data": opts.data})
-    return results
-
-
-def _finalize(run_dir: Path, ds, opts: ColorizeOptions, rt: Runtime) -> dict:
-    """Pick the decoding on validation, store it in best.pt, evaluate on test, draw the strip."""
-    best_path = run_dir / "weights" / "best.pt"
-    best = load_checkpoint(best_path, task=TASK)
-    net = create_model("unet", **best["model_kwargs"])
-    net.load_state_dict(best["model"])
-    net.to(rt.device).eval()
-    bins, weights = best["bins"], best["class_weights"]
-    results: dict = {}
-    if ds.val is not None:
-        sweep = sweep_decodings(net, ds.val, bins, weights, rt)
-        best["temperature"], best["correction"] = pick_decoding(sweep)
-        save_checkpoint(best_path, {k: v for k, v in best.items() if k not in ("format", "version")})
-        results["decoding_choice"] = "most colourful on the validation split with PSNR above the grey baseline"
-        results["val_sweep"] = sweep
-    results["temperature"], results["correction"] = best.get("temperature", 0.38), best.get("correction", 0.0)
-    dec = (results["temperature"], weights, results["correction"])
-    test = ds.test if ds.test is not None else ds.val
-    if test is not None:
-        if opts.eval_images and opts.eval_images < len(test):
-            test = test.subset(torch.arange(opts.eval_images))
-        results.update(evaluate_split(net, test, bins, dec, rt))
-        # On test only the temperatures at the chosen correction: a trade-off curve for the report,
-        # at a fifth of the cost of the full validation grid.
-        results["test_sweep"] = sweep_decodings(net, test, bins, weights, rt, corrections=(results["correction"],))
-        _comparison_strip(net, test, bins, dec, rt, run_dir / "comparison.png")
-    return results
-
-
-def _train_and_report(run_dir, ds, size, net, kwargs, bins, weights, cfg, opts, rt, resume_state) -> Run:
-    task = ColorizeTask(ds.train, ds.val, net, kwargs, bins, weights, cfg, opts, rt, size)
-    config = {"task": TASK, **asdict(opts), "train": asdict(cfg), "runtime": rt.describe(), "model_kwargs": kwargs,
-              "ab_bins": len(bins), "splits": split_sizes(ds)}
-    write_config(run_dir, config)
-    result = fit(task, cfg, run_dir, resume=resume_state)
-    results = {"best_epoch": result.best_epoch, "epochs_run": len(result.history),
-               "train_seconds": round(result.train_seconds, 2), **rt.describe()}
-    results.update(_finalize(run_dir, ds, opts, rt))
-    from ..report import plot_curves
-    plot_curves(result.history, run_dir / "curves.png")
-    write_json(run_dir / "results.json", results)
-    _write_html(run_dir, results, config)
-    return Run(run_dir, results, result.history)
+    last = run_dir / "weights" / "last.pt"
+    if not last.is_file():
+        raise UsageError(f"--weights {run_dir}: not a colorize run folder (no weights/last.pt)")
+    state = load_checkpoint(last, task=TASK)
+    done, planned = int(state["epoch"]), int(state["config"]["epochs"])
+    stopped_early = state["config"].get("early_stop") and state.get("bad_epochs", 0) >= state["config"]["early_stop"]
+    if done < planned and not stopped_early:
+        raise UsageError(f"--weights {run_dir}: the run stopped at epoch {done} of {planned}; finish it with "
+                         f"`lensforge colorize train --resume {run_dir}` (that also calibrates)")
+    return run(ColorizeTask, resume=run_dir, progress=False, **({"epochs": done} if done < planned else {})).results
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -332,6 +356,10 @@ def _predict_logits(net, data, rt: Runtime, batch_size: int = 256):
         yield x, lab[:, :1], logits
 
 
+def _grey(L: torch.Tensor) -> torch.Tensor:
+    return lab_to_rgb(torch.cat([L, torch.zeros_like(L), torch.zeros_like(L)], 1))
+
+
 @torch.no_grad()
 def sweep_decodings(net, data, bins, weights, rt: Runtime, temps: Sequence[float] = TEMPERATURES,
                     corrections: Sequence[float] = CORRECTIONS) -> list[dict]:
@@ -339,8 +367,7 @@ def sweep_decodings(net, data, bins, weights, rt: Runtime, temps: Sequence[float
     sums = {(t, c): [0.0, 0.0] for c in corrections for t in temps}
     grey_psnr, n = 0.0, 0
     for x, L, logits in _predict_logits(net, data, rt):
-        grey = lab_to_rgb(torch.cat([L, torch.zeros_like(L), torch.zeros_like(L)], 1))
-        grey_psnr += float(psnr(grey, x).sum())
+        grey_psnr += float(psnr(_grey(L), x).sum())
         for (t, c), acc in sums.items():
             out = lab_to_rgb(torch.cat([L, decode(logits, bins, t, weights, c)], 1))
             acc[0] += float(psnr(out, x).sum())
@@ -350,12 +377,29 @@ def sweep_decodings(net, data, bins, weights, rt: Runtime, temps: Sequence[float
              "grey_psnr": round(grey_psnr / n, 4)} for (t, c), s in sums.items()]
 
 
-def pick_decoding(sweep: list[dict], margin: float = 0.05) -> tuple[float, float]:
-    """(temperature, correction) with the most colour whose PSNR still beats grey by `margin` dB;
-    if none does, the one with the best PSNR."""
+def pick_decoding(sweep: list[dict], margin: float = MARGIN_DB) -> dict:
+    """The sweep row with the most colour whose PSNR still beats grey by `margin` dB; if none does,
+    the one with the best PSNR."""
     ok = [row for row in sweep if row["psnr"] >= row["grey_psnr"] + margin]
-    row = max(ok, key=lambda r: r["colourfulness"]) if ok else max(sweep, key=lambda r: r["psnr"])
-    return row["temperature"], row.get("correction", 0.0)
+    return max(ok, key=lambda r: r["colourfulness"]) if ok else max(sweep, key=lambda r: r["psnr"])
+
+
+def describe_choice(row: dict, margin: float = MARGIN_DB) -> str:
+    """What the chosen decoding did on validation, in words computed from its numbers."""
+    head = f"T={row['temperature']:g}, correction={row['correction']:g}: "
+    p, g = row["psnr"], row["grey_psnr"]
+    if p >= g + margin:
+        return (head + f"the most colourful decoding on the validation split whose PSNR ({p:.2f} dB) beats the grey "
+                f"baseline ({g:.2f} dB) by at least {margin:g} dB")
+    return (head + f"no decoding beat the grey baseline on the validation split by {margin:g} dB; this one has the "
+            f"best PSNR there ({p:.2f} dB against grey's {g:.2f} dB)")
+
+
+def describe_test(test_psnr: float, grey_psnr: float) -> str:
+    d = test_psnr - grey_psnr
+    side = "above" if d > 0 else "below" if d < 0 else "equal to"
+    amount = f"{abs(d):.2f} dB " if d else ""
+    return f"test PSNR {test_psnr:.2f} dB is {amount}{side} the grey baseline ({grey_psnr:.2f} dB)"
 
 
 @torch.no_grad()
@@ -366,7 +410,7 @@ def evaluate_split(net, data, bins, dec: tuple, rt: Runtime) -> dict:
     n = 0
     for x, L, logits in _predict_logits(net, data, rt):
         out = lab_to_rgb(torch.cat([L, decode(logits, bins, *dec)], 1))
-        grey = lab_to_rgb(torch.cat([L, torch.zeros_like(L), torch.zeros_like(L)], 1))
+        grey = _grey(L)
         for key, val in (("psnr", psnr(out, x)), ("ssim", ssim(out, x)), ("grey_psnr", psnr(grey, x)),
                          ("grey_ssim", ssim(grey, x)), ("colourfulness", colourfulness(out)),
                          ("original_colourfulness", colourfulness(x)), ("grey_colourfulness", colourfulness(grey))):
@@ -394,39 +438,19 @@ def _comparison_strip(net, data, bins, dec: tuple, rt, path: Path, n: int = 8) -
     save_image_grid_png(torch.cat([grey, ours, x]).cpu(), path, ncols=len(idx), scale=scale)
 
 
-def _write_html(run_dir: Path, results: dict, config: dict) -> None:
-    from ..report import write_report
-
-    summary = {k: v for k, v in results.items() if not k.endswith("_sweep")}
-    images = [(c, str(run_dir / f)) for c, f in (("Rows: grey input / colourised / original (test)", "comparison.png"),
-                                                  ("Training curves", "curves.png")) if (run_dir / f).exists()]
-    tables = [(f"Decoding sweep ({k.split('_')[0]} split)", results[k]) for k in ("val_sweep", "test_sweep")
-              if k in results]
-    write_report(run_dir / "report.html", title=f"lensforge colorize: {config['data']}", summary=summary,
-                 images=images, tables=tables, config=config)
-
-
 # ----------------------------------------------------------------------------- loaded models
 
-def _alpha(path: str | Path, shape: tuple[int, int]) -> np.ndarray | None:
+def _alpha(source: Path | bytes, shape: tuple[int, int]) -> np.ndarray | None:
     """The file's alpha channel, upright like read_image's pixels, or None; never raises."""
     try:
         from PIL import Image, ImageOps
-        with Image.open(path) as img:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
             if "A" not in img.getbands() and not (img.mode == "P" and "transparency" in img.info):
                 return None
             a = np.asarray(ImageOps.exif_transpose(img.convert("RGBA")).getchannel("A"))
             return a if a.shape == shape else None
     except Exception:  # noqa: BLE001 -- alpha is a nicety; the pixels were already read fine
         return None
-
-
-@dataclass
-class Colorized:
-    file: str
-    out: str | None = None
-    seconds: float = 0.0
-    error: str | None = None
 
 
 class Colorizer:
@@ -437,62 +461,77 @@ class Colorizer:
         self.model = restore_model(ckpt, "unet", "the colouriser's U-Net")
         self.model.to(self.rt.device).eval()
         self.bins = ckpt["bins"].float()
-        self.size = int(min(ckpt["size"]))
-        self.temperature = float(ckpt.get("temperature", 0.38))
-        self.correction = float(ckpt.get("correction", 0.0))
+        self.image_size = int(min(ckpt["size"]))
+        self.temperature = float(ckpt.get("temperature", DEFAULT_DECODING[0]))
+        self.correction = float(ckpt.get("correction", DEFAULT_DECODING[1]))
         self.class_weights = ckpt["class_weights"].float()
+        self.base = int(ckpt["model_kwargs"].get("base", 32))
         self.multiple = self.model.multiple
 
-    def _work_shape(self, h: int, w: int, size: int) -> tuple[int, int]:
-        """Shorter side ~= size (the scale objects had in training), both sides multiples of 2**depth."""
-        k = size / min(h, w)
+    def _work_shape(self, h: int, w: int, image_size: int) -> tuple[int, int]:
+        """Shorter side ~= image_size (the scale objects had in training), both sides multiples of 2**depth."""
+        k = image_size / min(h, w)
         m = self.multiple
         return max(m, int(round(h * k / m)) * m), max(m, int(round(w * k / m)) * m)
 
+    def memory_needed(self, h: int, w: int, image_size: int | None = None) -> float:
+        """Estimated peak bytes to colourise an h x w image: the U-Net at the work shape, plus ~15
+        float32 planes at full resolution (RGB, Lab, upsampled ab, the output)."""
+        wh, ww = self._work_shape(h, w, image_size or self.image_size)
+        return wh * ww * unet_bytes_per_pixel(self.base, len(self.bins), False) + 60.0 * h * w
+
     @torch.no_grad()
-    def colorize(self, rgb: np.ndarray, size: int | None = None, temperature: float | None = None) -> np.ndarray:
-        """uint8 HxWx3 (or HxW grey) -> uint8 HxWx3 colourised, same size."""
+    def colorize(self, rgb: np.ndarray, image_size: int | None = None, temperature: float | None = None) -> np.ndarray:
+        """uint8 HxWx3 (or HxW grey) -> uint8 HxWx3 colourised, same size; refused in one line
+        (UsageError) when the estimated memory does not fit."""
         arr = np.asarray(rgb)
         if arr.ndim == 2:
             arr = np.repeat(arr[..., None], 3, axis=2)
+        h, w = arr.shape[:2]
+        size = image_size or self.image_size
+        refuse_beyond_memory(self.memory_needed(h, w, size), self.rt.device,
+                             f"colourising {w}x{h} at --image-size {size}", "lower --image-size or use a smaller image")
         x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None].float().div(255).to(self.rt.device)
-        h, w = x.shape[-2:]
         L_full = rgb_to_lab(x)[:, :1]
-        small = F.interpolate(x, size=self._work_shape(h, w, size or self.size), mode="bilinear",
-                              antialias=True, align_corners=False)
-        L_small = rgb_to_lab(small)[:, :1]
+        small = F.interpolate(x, size=self._work_shape(h, w, size), mode="bilinear", antialias=True,
+                              align_corners=False)
         with self.rt.autocast():
-            logits = self.model(l_input(L_small)).float()
+            logits = self.model(l_input(rgb_to_lab(small)[:, :1])).float()
         ab = decode(logits, self.bins, temperature or self.temperature, self.class_weights, self.correction)
         ab = F.interpolate(ab, size=(h, w), mode="bilinear", align_corners=False)
         out = lab_to_rgb(torch.cat([L_full, ab], 1))[0]
         return (out.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
 
-    def colorize_files(self, files: Iterable[str | Path], out_dir: str | Path, size: int | None = None,
-                       temperature: float | None = None) -> list[Colorized]:
-        """Colourise each file into out_dir/<stem>.png; an unreadable file gets `error`, the rest go on."""
-        from PIL import Image
-
-        out_dir = Path(out_dir)
-        results = []
-        for f in files:
+    def colorize_files(self, inputs: Iterable[str | Path | InputFile], out_dir: str | Path,
+                       image_size: int | None = None, temperature: float | None = None) -> list[Record]:
+        """Colourise each input into out_dir/<stem>.png (alpha kept); one Record per input with
+        values out and seconds, or the error (unreadable, too large) while the rest go on."""
+        items = [i if isinstance(i, InputFile) else InputFile(str(i), Path(i)) for i in inputs]
+        records = []
+        for item, stem in zip(items, unique_stems(items)):
             t0 = time.perf_counter()
             try:
-                rgb = read_image(f, "RGB")
-            except DataError as e:
-                results.append(Colorized(str(f), error=str(e)))
+                src = item.source()
+                out = self.colorize(read_image(src, "RGB", name=item.name), image_size, temperature)
+            except LensforgeError as e:
+                msg = str(e)
+                records.append(Record(item.name, error=msg if msg.startswith(item.name) else f"{item.name}: {msg}"))
                 continue
-            out = self.colorize(rgb, size, temperature)
-            alpha = _alpha(f, out.shape[:2])
-            img = Image.fromarray(np.dstack([out, alpha]) if alpha is not None else out)
-            buf = io.BytesIO()
-            img.save(buf, format="PNG")
-            dest = out_dir / f"{Path(f).stem}.png"
-            write_bytes(dest, buf.getvalue())
-            results.append(Colorized(str(f), str(dest), time.perf_counter() - t0))
-        return results
+            alpha = _alpha(src, out.shape[:2])
+            dest = save_image(Path(out_dir) / f"{stem}.png", np.dstack([out, alpha]) if alpha is not None else out)
+            records.append(Record(item.name, {"out": str(dest), "seconds": round(time.perf_counter() - t0, 4)}))
+        return records
 
 
 def load(weights: str | Path, device: str = "auto") -> Colorizer:
     """Load a trained colouriser (a .pt file or a run folder) safely (weights_only)."""
     return Colorizer(load_checkpoint(weights, task=TASK), device=device)
+
+
+def apply(weights: str | Path, inputs: Sequence[str | Path], out: str | Path, **options) -> list[Record]:
+    """`lensforge colorize apply` as a function: options are ApplyOptions fields (image_size,
+    temperature, device), checked before the model is loaded."""
+    o = make(ApplyOptions, {"weights": str(weights), "inputs": [str(i) for i in inputs], "out": str(out), **options})
+    files = expand_inputs(o.inputs)
+    col = load(o.weights, device=o.device)
+    return col.colorize_files(files, o.out, image_size=o.image_size, temperature=o.temperature)

@@ -1,6 +1,6 @@
 """Neural style transfer: Gatys' per-image optimisation and Johnson's feed-forward network.
 
-    stats = gatys("photo.jpg", "painting.jpg", "out.png", size=256)
+    stats = gatys("photo.jpg", "painting.jpg", "out.png", long_side=256)
     run = train("photos/", style="painting.jpg", epochs=4)
     load(run.dir).stylize_files(["a.jpg", "b.jpg"], out_dir="styled/")
 
@@ -9,75 +9,75 @@ content = feature distance to the photo at one deep layer, style = Gram-matrix d
 painting at several layers, plus total variation against pixel noise. Each term is divided by the
 size of its target (relative error), so one `style_weight` behaves alike across feature networks,
 layers and image sizes, and the reported losses are comparable between runs.
+
+Options are the dataclasses of lensforge.specs.stylize (checked by lensforge.options.make, the
+same checks as the CLI); the fast network trains on the one lifecycle (tasks.lifecycle.run).
 """
 from __future__ import annotations
 
-import io
 import math
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..data import Augment, load_dataset
-from ..data.imageio import read_image
+from ..data.imageio import image_size, read_image
 from ..data.loader import Batches
 from ..engine.checkpoint import load_checkpoint
 from ..engine.device import select_runtime
-from ..engine.trainer import TrainConfig, fit
-from ..errors import DataError, UsageError
-from ..fileio import write_bytes, write_json
-from ..models import create_model
-from ..models.features import FeatureNet, default_weights, gram, load_feature_net, resolve_weights
-from ..recipes import with_recipe
-from .common import Run, restore_model, resume_checkpoint, split_options
-from ..runs import new_run_dir, write_config
-from .classify import expand_inputs  # noqa: F401  (same file/folder expansion as classify predict)
+from ..errors import DataError, LensforgeError, UsageError
+from ..fileio import write_json
+from ..models.features import FeatureNet, gram, load_feature_net, resolve_weights
+from ..options import make
+from ..specs.stylize import ApplyOptions, GatysOptions, StyleOptions
+from .apply import InputFile, Record, expand_inputs, save_image, to_uint8, unique_stems
+from .colorize import refuse_beyond_memory
+from .common import data_summary, restore_model
+from .lifecycle import Run, TrainableTask, run
 
 TASK = "stylize"
+#: Image-sized float32 vectors L-BFGS keeps: 2 x history_size (50) for its curvature pairs, plus ~6
+#: working copies (pixels, gradient, direction, previous gradient...).
+_LBFGS_VECTORS = 106
+_ADAM_VECTORS = 6
+#: float32 planes per pixel of the fast network at base width 16 (scale linearly with width), from the
+#: growth of peak RSS on the CPU: training (forward + backward, 512 px) 1892 B/px, inference (1024 px) 526 B/px.
+TRANSFORMER_TRAIN_PLANES = 475
+TRANSFORMER_INFER_PLANES = 132
 
 
 # ----------------------------------------------------------------------------- shared pieces
 
 def feature_net(features: str | None = None, convention: str | None = None, download: bool = True) -> FeatureNet:
-    """The frozen loss network: the given weights, else $LENSFORGE_FEATURE_WEIGHTS / the shared SqueezeNet."""
-    spec = features or default_weights()
-    if not spec:
-        raise UsageError("no feature-network weights: pass --features FILE (SqueezeNet 1.1 / VGG16 / VGG19 .pth) "
-                         "or --features vgg19 to download torchvision's, or set LENSFORGE_FEATURE_WEIGHTS")
-    return load_feature_net(resolve_weights(spec, download=download), convention)
+    """The frozen loss network: the given weights, else $LENSFORGE_FEATURE_WEIGHTS, else torchvision's
+    SqueezeNet 1.1 downloaded once into the cache (models/features.py)."""
+    return load_feature_net(resolve_weights(features, download=download), convention)
 
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float().div(255)
 
 
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    return (x.detach().float().clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+def fit_long_side(h: int, w: int, long_side: int | None) -> tuple[int, int]:
+    """(h, w) scaled so the longer side is `long_side` (unchanged for None)."""
+    if not long_side:
+        return h, w
+    k = long_side / max(h, w)
+    return max(1, round(h * k)), max(1, round(w * k))
 
 
-def load_rgb(path: str | Path, longer_side: int | None = None) -> torch.Tensor:
-    """(1,3,H,W) in [0,1], resized (antialiased) so its longer side is `longer_side` if given."""
-    x = to_tensor(read_image(path, "RGB"))
-    if longer_side:
-        h, w = x.shape[-2:]
-        k = longer_side / max(h, w)
-        x = F.interpolate(x, size=(max(1, round(h * k)), max(1, round(w * k))), mode="bilinear",
-                          antialias=k < 1, align_corners=False).clamp(0, 1)
+def load_rgb(source: str | Path | bytes, long_side: int | None = None, name: str | None = None) -> torch.Tensor:
+    """(1,3,H,W) in [0,1], resized (antialiased) so its longer side is `long_side` if given."""
+    x = to_tensor(read_image(source, "RGB", name=name))
+    h, w = x.shape[-2:]
+    size = fit_long_side(h, w, long_side)
+    if size != (h, w):
+        x = F.interpolate(x, size=size, mode="bilinear", antialias=size[0] < h, align_corners=False).clamp(0, 1)
     return x
-
-
-def save_png(path: str | Path, x: torch.Tensor) -> None:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    fmt = "JPEG" if Path(path).suffix.lower() in (".jpg", ".jpeg") else "PNG"
-    Image.fromarray(to_uint8(x)).save(buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
-    write_bytes(path, buf.getvalue())
 
 
 class PerceptualLoss:
@@ -105,13 +105,6 @@ class PerceptualLoss:
         return {"content": content, "style": style, "tv": tv}
 
 
-def check_loss_weights(**weights: float) -> None:
-    """A negative weight turns a loss term into a reward: training would run and diverge silently."""
-    for name, w in weights.items():
-        if w < 0:
-            raise UsageError(f"--{name.replace('_', '-')} {w:g}: must be >= 0")
-
-
 # ----------------------------------------------------------------------------- Gatys
 
 def match_colour(content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
@@ -130,42 +123,44 @@ def match_colour(content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
     return (transform @ (cf - mc) + ms).reshape_as(content).float().clamp(0, 1)
 
 
-def gatys(content: str | Path, style: str | Path, out: str | Path | None = None, *, size: int = 256,
-          steps: int = 200, style_weight: float = 1e4, content_weight: float = 1.0, tv_weight: float = 1e-3,
-          optimizer: str = "lbfgs", init: str = "colour", features: str | None = None,
-          convention: str | None = None, download: bool = True, device: str = "auto", seed: int = 0,
-          report: str | Path | None = None) -> dict:
+def gatys_bytes(h: int, w: int, net: FeatureNet, optimizer: str) -> float:
+    """Estimated peak memory of Gatys at h x w: the optimiser's image-sized vectors and the feature
+    network's activations kept for the backward pass."""
+    vectors = _LBFGS_VECTORS if optimizer == "lbfgs" else _ADAM_VECTORS
+    return h * w * (3 * 4 * vectors + net.train_bytes_per_pixel)
+
+
+def gatys(content: str | Path, style: str | Path, out: str | Path | None = None, **options) -> dict:
     """Optimise the pixels of one image (Gatys et al. 2016); returns time and start/end losses.
 
-    L-BFGS is the default: on this smooth, well-conditioned objective it needs several times fewer
-    network evaluations than Adam. The image is clamped to [0,1] between steps.
+    `options` are GatysOptions fields (long_side, steps, style_weight, optimizer, init, features,
+    ...), checked exactly as on the command line. L-BFGS is the default: on this smooth,
+    well-conditioned objective it needs several times fewer network evaluations than Adam.
     """
-    if size < 32 or size > 4096:
-        raise UsageError(f"--size {size}: must be between 32 and 4096")
-    if steps < 1:
-        raise UsageError("--steps must be >= 1")
-    check_loss_weights(style_weight=style_weight, content_weight=content_weight, tv_weight=tv_weight)
-    if optimizer not in ("lbfgs", "adam") or init not in ("colour", "content", "noise"):
-        raise UsageError("--optimizer must be lbfgs or adam, --init colour, content or noise")
-    for role, path in (("CONTENT", content), ("STYLE", style)):
+    o = make(GatysOptions, {"content": str(content), "style": str(style), "out": None if out is None else str(out),
+                            **options})
+    for role, path in (("CONTENT", o.content), ("STYLE", o.style)):
         if not Path(path).is_file():
             raise UsageError(f"{role} {path}: no such file")
-    if out is not None and Path(out).suffix.lower() not in (".png", ".jpg", ".jpeg"):
-        raise UsageError(f"--out {out}: give a .png or .jpg file name")
-    rt = select_runtime(device, "fp32")  # L-BFGS line searches need exact losses: no bf16 here
-    c = load_rgb(content, size).to(rt.device)
-    s = load_rgb(style, size).to(rt.device)
-    net = feature_net(features, convention, download).to(rt.device)
+    rt = select_runtime(o.device, "fp32")  # L-BFGS line searches need exact losses: no bf16 here
+    net = feature_net(o.features, o.convention, o.download)
+    w0, h0, _ = image_size(o.content)
+    h, w = fit_long_side(h0, w0, o.long_side)
+    refuse_beyond_memory(gatys_bytes(h, w, net, o.optimizer), rt.device, f"stylize run at {w}x{h} with {o.optimizer}",
+                         "lower --long-side" + (" or use --optimizer adam" if o.optimizer == "lbfgs" else ""))
+    c = load_rgb(o.content, o.long_side).to(rt.device)
+    s = load_rgb(o.style, o.long_side).to(rt.device)
+    net = net.to(rt.device)
     t0 = time.perf_counter()
     crit = PerceptualLoss(net, s)
     target = crit.content_target(c)
-    torch.manual_seed(seed)
+    torch.manual_seed(o.seed)
     start = {"content": lambda: c.clone(), "colour": lambda: match_colour(c, s),
-             "noise": lambda: torch.rand_like(c)}[init]()
+             "noise": lambda: torch.rand_like(c)}[o.init]()
     # Pixels are sigmoid(z): always in range without clamping. Clamping between L-BFGS steps
     # breaks its curvature estimates and stalls the colour-carrying first layer's Gram match.
     z = torch.logit(start.clamp(1 / 512, 1 - 1 / 512)).requires_grad_(True)
-    weights = {"content": content_weight, "style": style_weight, "tv": tv_weight}
+    weights = {"content": o.content_weight, "style": o.style_weight, "tv": o.tv_weight}
     history: list[dict] = []
 
     def total() -> torch.Tensor:
@@ -174,8 +169,8 @@ def gatys(content: str | Path, style: str | Path, out: str | Path | None = None,
         history.append({k: float(v.detach()) for k, v in parts.items()} | {"total": float(loss.detach())})
         return loss
 
-    if optimizer == "lbfgs":
-        opt = torch.optim.LBFGS([z], lr=1.0, max_iter=steps, max_eval=int(steps * 1.25) + 1, history_size=50,
+    if o.optimizer == "lbfgs":
+        opt = torch.optim.LBFGS([z], lr=1.0, max_iter=o.steps, max_eval=int(o.steps * 1.25) + 1, history_size=50,
                                 tolerance_grad=0, tolerance_change=0, line_search_fn="strong_wolfe")
 
         def closure():
@@ -186,7 +181,7 @@ def gatys(content: str | Path, style: str | Path, out: str | Path | None = None,
         opt.step(closure)
     else:
         opt = torch.optim.Adam([z], lr=0.05)
-        for _ in range(steps):
+        for _ in range(o.steps):
             opt.zero_grad()
             total().backward()
             opt.step()
@@ -197,54 +192,79 @@ def gatys(content: str | Path, style: str | Path, out: str | Path | None = None,
     seconds = time.perf_counter() - t0
     if not all(math.isfinite(h["total"]) for h in history):
         raise FloatingPointError("style transfer diverged (non-finite loss); lower --style-weight or use --optimizer adam")
-    res = {"content": str(content), "style": str(style), "out": str(out) if out else None,
-           "size": list(x.shape[-2:]), "steps": steps, "evaluations": len(history), "seconds": round(seconds, 2),
-           "features": net.arch, "convention": net.convention, "optimizer": optimizer,
-           "init": init, "style_loss_photo": float(photo["style"]),
+    res = {"content": o.content, "style": o.style, "out": o.out, "long_side": o.long_side,
+           "size": list(x.shape[-2:]), "steps": o.steps, "evaluations": len(history), "seconds": round(seconds, 2),
+           "features": net.arch, "convention": net.convention, "optimizer": o.optimizer,
+           "init": o.init, "style_loss_photo": float(photo["style"]),
            "style_loss_start": history[0]["style"], "style_loss_end": float(end["style"]),
            "content_loss_start": history[0]["content"], "content_loss_end": float(end["content"]),
            "tv_start": history[0]["tv"], "tv_end": float(end["tv"]),
            "style_reduction": history[0]["style"] / max(float(end["style"]), 1e-12),
            "weights": weights, "device": str(rt.device)}
-    if out is not None:
-        save_png(out, x)
-    if report is not None:
-        write_json(report, res)
+    if o.out is not None:
+        save_image(o.out, x[0])
+    if o.report is not None:
+        write_json(o.report, res)
     res["image"] = x.detach()
     return res
 
 
 # ----------------------------------------------------------------------------- fast network: training
 
-@dataclass
-class StyleOptions:
-    data: str = ""
-    style: str = ""
-    size: int = 128
-    style_size: int | None = None
-    base: int = 16
-    blocks: int = 3
-    # Gatys starts from the photo, so content survives a huge style weight; a network trained from
-    # scratch does not: measured on 800 crops x 5 epochs, 3 keeps the subject, 10+ paints it over.
-    style_weight: float = 3.0
-    content_weight: float = 1.0
-    tv_weight: float = 1e-3
-    features: str | None = None
-    convention: str | None = None
-    val_images: int = 8
-    download: bool = True
+class StyleTask(TrainableTask):
+    """A transformer network trained through the frozen loss network, on the one lifecycle."""
 
+    name = TASK
+    Options = StyleOptions
 
-class StyleTask:
-    """A transformer network trained through the frozen loss network, on the engine's protocol."""
-
-    def __init__(self, train_set, val_set, model, kwargs, crit: PerceptualLoss, cfg: TrainConfig, opts: StyleOptions,
-                 rt, style_meta: dict):
-        self.model, self.kwargs, self.crit, self.opts, self.rt, self.style_meta = model, kwargs, crit, opts, rt, style_meta
-        self.train_batches = Batches(train_set, cfg.batch_size, device=rt.device, shuffle=True, drop_last=True,
-                                     augment=Augment(flip=True), seed=cfg.seed)
-        self.val_set = val_set
+    def setup(self) -> None:
+        opts, cfg, rt = self.opts, self.cfg, self.rt
+        if not Path(opts.style).is_file():
+            raise UsageError(f"--style {opts.style}: no such file")
+        try:
+            ds = load_dataset(opts.data, image_size=opts.image_size, channels=3, require_labels=False,
+                              download=opts.download)
+        except ValueError as e:  # load_folder's own test split of a 1-image folder raises it
+            raise DataError(f"{opts.data}: {e}") from None
+        val = ds.test if ds.test is not None else ds.val
+        if val is None:
+            val = ds.train
+        self.ds = ds
+        self.train_set, self.val = ds.train, val.subset(torch.arange(min(opts.val_images, len(val))))
+        net = feature_net(opts.features, opts.convention, opts.download)
+        s = opts.image_size
+        need = cfg.batch_size * s * s * (net.train_bytes_per_pixel + transformer_bytes_per_pixel(opts.base, True))
+        refuse_beyond_memory(need, rt.device, f"training at {s}x{s} with --batch-size {cfg.batch_size}",
+                             "lower --batch-size or --image-size")
+        style = load_rgb(opts.style, opts.style_long_side or 2 * s).to(rt.device)
+        net = net.to(rt.device)
+        net = net.to(memory_format=torch.channels_last) if rt.channels_last else net
+        self.crit = PerceptualLoss(net, style)
+        thumb = to_uint8(F.interpolate(style, size=(64, 64), mode="area")[0])       # (64,64,3) uint8
+        self.style_meta = {"file": str(opts.style), "size": list(style.shape[-2:]), "features": net.arch,
+                           "convention": net.convention, "thumbnail": torch.from_numpy(thumb).permute(2, 0, 1).contiguous()}
+        self.model_name, self.model_kwargs = "style-transformer", {"base": opts.base, "blocks": opts.blocks}
         self.w = {"content": opts.content_weight, "style": opts.style_weight, "tv": opts.tv_weight}
+        self.train_batches = Batches(self.train_set, cfg.batch_size, device=rt.device, shuffle=True, drop_last=True,
+                                     augment=Augment(flip=True), seed=cfg.seed)
+
+    def run_name(self) -> str:
+        return f"{Path(self.opts.style).stem}-fast"
+
+    def summary(self) -> str:
+        m = self.style_meta
+        return (f"{data_summary(self.opts.data, self.ds)}; style {Path(m['file']).name} at "
+                f"{m['size'][1]}x{m['size'][0]}, {m['features']} features ({m['convention']})")
+
+    def title(self) -> str:
+        return f"lensforge stylize: {Path(self.opts.style).name}"
+
+    def config_extra(self) -> dict:
+        return {"features": self.style_meta["features"], "convention": self.style_meta["convention"],
+                "train_images": len(self.train_set)}
+
+    def extra_meta(self) -> dict:
+        return {"style": self.style_meta}
 
     def _losses(self, model, x):
         y = model(x)
@@ -260,7 +280,7 @@ class StyleTask:
     def evaluate(self, model) -> dict[str, float]:
         model.eval()
         sums, n = {}, 0
-        for x, _ in Batches(self.val_set, 4, device=self.rt.device):
+        for x, _ in Batches(self.val, 4, device=self.rt.device):
             with self.rt.autocast():
                 loss, parts = self._losses(model, x)
             for k, v in {"loss": loss, **parts}.items():
@@ -269,98 +289,41 @@ class StyleTask:
         model.train()
         return {f"val_{k}": v / max(1, n) for k, v in sums.items()}
 
-    def checkpoint_meta(self) -> dict:
-        return {"task": TASK, "model_name": "style-transformer", "model_kwargs": self.kwargs,
-                "style": self.style_meta, "options": asdict(self.opts)}
+    @torch.no_grad()
+    def final_results(self, run_dir: Path, fit) -> dict:
+        from ..report import save_image_grid_png
+
+        history = fit.history
+        best = history[fit.best_epoch - 1] if fit.best_epoch else history[-1]
+        results = {k: v for k, v in best.items() if k.startswith("val_")}
+        results["first_epoch_val_style"] = history[0].get("val_style")
+        net = self.model.to(self.rt.device).eval()
+        x, _ = self.val.take(torch.arange(min(4, len(self.val))))
+        x = x.float().div(255).to(self.rt.device)
+        with self.rt.autocast():
+            y = net(x).float()
+        save_image_grid_png(torch.cat([x, y]).cpu(), run_dir / "samples.png", ncols=len(x))
+        self.figures.append(("Validation photos (top) and stylised (bottom)", "samples.png"))
+        return results
 
 
-def _build(opts: StyleOptions, cfg: TrainConfig, rt):
-    if opts.size < 32 or opts.size % 4:
-        raise UsageError(f"--size {opts.size}: must be a multiple of 4, at least 32")
-    check_loss_weights(style_weight=opts.style_weight, content_weight=opts.content_weight, tv_weight=opts.tv_weight)
-    if not Path(opts.style).is_file():
-        raise UsageError(f"--style {opts.style}: no such file")
-    try:
-        ds = load_dataset(opts.data, image_size=opts.size, channels=3, require_labels=False, download=opts.download)
-    except ValueError as e:  # load_folder's own test split of a 1-image folder raises it
-        raise DataError(f"{opts.data}: {e}") from None
-    val = ds.test if ds.test is not None else ds.val
-    if val is None:
-        val = ds.train
-    val = val.subset(torch.arange(min(opts.val_images, len(val))))
-    style = load_rgb(opts.style, opts.style_size or 2 * opts.size).to(rt.device)
-    net = feature_net(opts.features, opts.convention, opts.download).to(rt.device)
-    net = net.to(memory_format=torch.channels_last) if rt.channels_last else net
-    crit = PerceptualLoss(net, style)
-    meta = {"file": str(opts.style), "size": list(style.shape[-2:]), "features": net.arch, "convention": net.convention,
-            "thumbnail": (to_tensor(to_uint8(F.interpolate(style, size=(64, 64), mode="area")))[0] * 255).to(torch.uint8)}
-    return ds.train, val, crit, meta, style
+def transformer_bytes_per_pixel(base: int, training: bool) -> float:
+    """Estimated peak bytes per pixel of the fast network (models/style.py) at width `base`."""
+    return 4.0 * (TRANSFORMER_TRAIN_PLANES if training else TRANSFORMER_INFER_PLANES) * base / 16
 
 
-def train(data: str = "", *, style: str = "", out: str | Path | None = None, resume: str | Path | None = None,
-          **options) -> Run:
-    """Train a fast style network on a folder of photos and write a run folder with report."""
-    if resume is not None:
-        return _resume(Path(resume), progress=options.get("progress", True))
-    options = with_recipe(TASK, {**options, "monitor": "val_loss", "mode": "min"})
-    opts, cfg = split_options(options, StyleOptions, data=str(data), style=str(style))
-    rt = select_runtime(cfg.device, cfg.precision)
-    train_set, val, crit, meta, style_img = _build(opts, cfg, rt)
-    kwargs = {"base": opts.base, "blocks": opts.blocks}
-    torch.manual_seed(cfg.seed)
-    net = create_model("style-transformer", **kwargs)
-    run_dir = new_run_dir(TASK, f"{Path(opts.style).stem}-fast", out)
-    return _train_and_report(run_dir, train_set, val, net, kwargs, crit, meta, cfg, opts, rt, None)
+def train(data: str | None = None, *, style: str | None = None, out: str | Path | None = None,
+          resume: str | Path | None = None, **options) -> Run:
+    """Train a fast style network on a folder of photos and write a run folder with report.
 
-
-def _resume(run_dir: Path, progress: bool = True) -> Run:
-    state, opts, cfg = resume_checkpoint(run_dir, TASK, StyleOptions, progress)
-    rt = select_runtime(cfg.device, cfg.precision)
-    train_set, val, crit, meta, _ = _build(opts, cfg, rt)
-    net = create_model("style-transformer", **state["model_kwargs"])
-    return _train_and_report(run_dir, train_set, val, net, state["model_kwargs"], crit, meta, cfg, opts, rt, state)
-
-
-def _train_and_report(run_dir, train_set, val, net, kwargs, crit, meta, cfg, opts, rt, resume_state) -> Run:
-    task = StyleTask(train_set, val, net, kwargs, crit, cfg, opts, rt, meta)
-    config = {"task": TASK, **asdict(opts), "train": asdict(cfg), "runtime": rt.describe(), "model_kwargs": kwargs,
-              "features": meta["features"], "convention": meta["convention"], "train_images": len(train_set)}
-    write_config(run_dir, config)
-    result = fit(task, cfg, run_dir, resume=resume_state)
-    best = load_checkpoint(run_dir / "weights" / "best.pt", task=TASK)
-    net.load_state_dict(best["model"])
-    net.eval()
-    results = {"best_epoch": result.best_epoch, "epochs_run": len(result.history),
-               "train_seconds": round(result.train_seconds, 2), **rt.describe()}
-    last = result.history[result.best_epoch - 1] if result.best_epoch else result.history[-1]
-    results.update({k: v for k, v in last.items() if k.startswith("val_")})
-    first = result.history[0]
-    results["first_epoch_val_style"] = first.get("val_style")
-    x, _ = val.take(torch.arange(min(4, len(val))))
-    x = x.float().div(255).to(rt.device)
-    with torch.no_grad(), rt.autocast():
-        y = net(x).float()
-    from ..report import plot_curves, save_image_grid_png
-    save_image_grid_png(torch.cat([x, y]).cpu(), run_dir / "samples.png", ncols=len(x))
-    plot_curves(result.history, run_dir / "curves.png")
-    write_json(run_dir / "results.json", results)
-    from ..report import write_report
-    images = [(c, str(run_dir / f)) for c, f in (("Validation photos (top) and stylised (bottom)", "samples.png"),
-                                                  ("Training curves", "curves.png"))]
-    write_report(run_dir / "report.html", title=f"lensforge stylize: {Path(opts.style).name}", summary=results,
-                 images=images, config=config)
-    return Run(run_dir, results, result.history)
+    `options` are StyleOptions or TrainConfig fields (image_size, base, blocks, style_weight,
+    features, epochs, ...); defaults are the stylize recipe, exactly as on the command line."""
+    if style is not None:
+        options["style"] = str(style)
+    return run(StyleTask, data, out=out, resume=resume, **options)
 
 
 # ----------------------------------------------------------------------------- fast network: use
-
-@dataclass
-class Stylized:
-    file: str
-    out: str | None = None
-    seconds: float = 0.0
-    error: str | None = None
-
 
 class StyleNet:
     """A trained feed-forward style network; works on any image size."""
@@ -368,35 +331,55 @@ class StyleNet:
     def __init__(self, ckpt: dict, device: str = "auto"):
         self.rt = select_runtime(device, "auto")
         self.model = restore_model(ckpt, "style-transformer", "the style network")
-        fmt = torch.channels_last if self.rt.channels_last else torch.contiguous_format
-        self.model.to(self.rt.device, memory_format=fmt).eval()
+        self.fmt = torch.channels_last if self.rt.channels_last else torch.contiguous_format
+        self.model.to(self.rt.device, memory_format=self.fmt).eval()
+        self.base = int(ckpt["model_kwargs"].get("base", 16))
         self.style = ckpt.get("style", {})
+
+    def memory_needed(self, h: int, w: int) -> float:
+        """Estimated peak bytes to stylise an h x w image (the network plus input/output copies)."""
+        return h * w * (transformer_bytes_per_pixel(self.base, False) + 4.0 * 12)
 
     @torch.no_grad()
     def stylize(self, x: torch.Tensor) -> torch.Tensor:
-        """(1,3,H,W) in [0,1] -> same shape, stylised."""
-        fmt = torch.channels_last if self.rt.channels_last else torch.contiguous_format
+        """(1,3,H,W) in [0,1] -> same shape, stylised; refused in one line (UsageError) when the
+        estimated memory does not fit."""
+        h, w = x.shape[-2:]
+        refuse_beyond_memory(self.memory_needed(h, w), self.rt.device, f"stylising {w}x{h}",
+                             "pass --long-side to shrink the image")
         with self.rt.autocast():
-            return self.model(x.to(self.rt.device).contiguous(memory_format=fmt)).float()
+            return self.model(x.to(self.rt.device).contiguous(memory_format=self.fmt)).float()
 
-    def stylize_files(self, files: Iterable[str | Path], out_dir: str | Path, size: int | None = None) -> list[Stylized]:
-        """Stylise each file into out_dir/<stem>.png; an unreadable file gets `error`, the rest go on."""
-        results = []
-        for f in files:
+    def stylize_files(self, inputs: Iterable[str | Path | InputFile], out_dir: str | Path,
+                      long_side: int | None = None) -> list[Record]:
+        """Stylise each input into out_dir/<stem>.png; one Record per input with values out and
+        seconds, or the error (unreadable, too large) while the rest go on."""
+        items = [i if isinstance(i, InputFile) else InputFile(str(i), Path(i)) for i in inputs]
+        records = []
+        for item, stem in zip(items, unique_stems(items)):
             try:
-                x = load_rgb(f, size)
-            except DataError as e:
-                results.append(Stylized(str(f), error=str(e)))
+                x = load_rgb(item.source(), long_side, name=item.name)
+                t0 = time.perf_counter()
+                y = self.stylize(x)
+            except LensforgeError as e:
+                msg = str(e)
+                records.append(Record(item.name, error=msg if msg.startswith(item.name) else f"{item.name}: {msg}"))
                 continue
-            t0 = time.perf_counter()
-            y = self.stylize(x)
             seconds = time.perf_counter() - t0
-            dest = Path(out_dir) / f"{Path(f).stem}.png"
-            save_png(dest, y)
-            results.append(Stylized(str(f), str(dest), seconds))
-        return results
+            dest = save_image(Path(out_dir) / f"{stem}.png", y[0])
+            records.append(Record(item.name, {"out": str(dest), "seconds": round(seconds, 4)}))
+        return records
 
 
 def load(weights: str | Path, device: str = "auto") -> StyleNet:
     """Load a trained fast style network (a .pt file or a run folder) safely (weights_only)."""
     return StyleNet(load_checkpoint(weights, task=TASK), device=device)
+
+
+def apply(weights: str | Path, inputs: Sequence[str | Path], out: str | Path, **options) -> list[Record]:
+    """`lensforge stylize apply` as a function: options are ApplyOptions fields (long_side, device),
+    checked before the model is loaded."""
+    o = make(ApplyOptions, {"weights": str(weights), "inputs": [str(i) for i in inputs], "out": str(out), **options})
+    files = expand_inputs(o.inputs)
+    net = load(o.weights, device=o.device)
+    return net.stylize_files(files, o.out, long_side=o.long_side)
