@@ -1,7 +1,7 @@
 """Handlers of `lensforge colorize train|apply|calibrate` (options: lensforge.specs.colorize)."""
 from __future__ import annotations
 
-from .common import print_run
+from .common import print_outputs, print_run
 
 
 def _headline(r: dict) -> str:
@@ -33,10 +33,5 @@ def calibrate(values: dict) -> int:
 
 def apply(values: dict) -> int:
     from ..tasks import colorize
-    from ..tasks.apply import finish_records
 
-    records = colorize.apply(**values)
-    for r in records:
-        if r.ok:
-            print(f"{r.file}\t{r.values['out']}\t{r.values['seconds']:.3f}s")
-    return finish_records(records)
+    return print_outputs(colorize.apply(**values))

@@ -1,7 +1,7 @@
 """Handlers of `lensforge stylize run|train|apply` (options: lensforge.specs.stylize)."""
 from __future__ import annotations
 
-from .common import print_run
+from .common import print_outputs, print_run
 
 
 def run(values: dict) -> int:
@@ -25,10 +25,5 @@ def train(values: dict) -> int:
 
 def apply(values: dict) -> int:
     from ..tasks import stylize
-    from ..tasks.apply import finish_records
 
-    records = stylize.apply(**values)
-    for r in records:
-        if r.ok:
-            print(f"{r.file}\t{r.values['out']}\t{r.values['seconds']:.3f}s")
-    return finish_records(records)
+    return print_outputs(stylize.apply(**values))
