@@ -11,7 +11,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_TASKS = ("classify", "autoencode", "vae", "gan", "colorize", "stylize")
+_TASKS = ("classify", "autoencode", "vae", "gan", "colorize", "stylize", "segment", "detect", "faceswap")
 
 
 def __getattr__(name: str):

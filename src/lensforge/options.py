@@ -183,10 +183,10 @@ def split(values: dict, *classes: type) -> list[dict]:
 # ----------------------------------------------------------------------------- argparse
 
 def _default_text(cls, f: dataclasses.Field, defaults: dict) -> str | None:
-    if f.metadata.get("default_help"):
-        return f.metadata["default_help"]
     if f.name in defaults:
         d = defaults[f.name]
+    elif f.metadata.get("default_help"):
+        return f.metadata["default_help"]
     elif f.default is not MISSING:
         d = f.default
     elif f.default_factory is not MISSING:
