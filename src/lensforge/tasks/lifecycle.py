@@ -83,9 +83,10 @@ class TrainableTask:
         training images) batch 256 gives one or two steps per epoch and a one-cycle warm-up of a
         single step: measured 0.087 test accuracy on ORL. So: the batch is the largest power of two
         with at least 50 steps per epoch (16..recipe), the peak lr scales with sqrt(batch) as for
-        Adam-type optimisers, without an explicit --epochs the run gets at least 600 steps, and the
-        weight EMA's horizon (1/(1-decay) steps) stays within a fifth of the run (an EMA of 0.999
-        over a 44-step run is mostly the random initialisation).
+        Adam-type optimisers, without an explicit --epochs the run gets at least 600 steps, and a
+        run shorter than the weight EMA's horizon (1/(1-decay) steps) gets a horizon of a fifth of
+        the run (an EMA of 0.999 over a 44-step run is mostly the random initialisation). Runs on
+        the 50-60k-image sets keep the recipe exactly.
         On resume nothing changes: the run continues with the settings it started with.
         """
         if self.resume_state is not None:
@@ -110,7 +111,7 @@ class TrainableTask:
                 self.choices.append(f"{need} epochs (recipe {recipe.get('epochs', cfg.epochs)}: at least 600 steps)")
                 cfg.epochs = need
         total = max(1, n_train // cfg.batch_size) * cfg.epochs
-        if "ema" not in self.given and cfg.ema > 0 and 1 / (1 - cfg.ema) > total / 5:
+        if "ema" not in self.given and cfg.ema > 0 and 1 / (1 - cfg.ema) > total:
             ema = max(0.0, round(1 - 5 / total, 4))
             self.choices.append(f"ema {ema:g} (recipe {cfg.ema:g} averages over more steps than the run has)")
             cfg.ema = ema
