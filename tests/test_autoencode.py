@@ -1,4 +1,5 @@
-"""Autoencoder task: tiny runs that learn, PCA baseline, denoising, anomaly scores, CLI errors."""
+"""Autoencoder task: tiny runs that learn, PCA baseline, denoising, anomaly scores (photos among
+real digits), the apply verbs' CSV and exit rules, CLI errors."""
 from __future__ import annotations
 
 import csv
@@ -28,11 +29,10 @@ def write_folder(root: Path, n: int = 200, labelled: bool = True, seed: int = 0)
     return root
 
 
-def cli(monkeypatch, *argv) -> int:
-    """The real CLI entry point, with only this task's commands registered."""
-    import lensforge.cli as c
-    monkeypatch.setattr(c, "COMMANDS", ["lensforge.cli.autoencode"])
-    return c.main([str(a) for a in argv])
+def cli(*argv) -> int:
+    """The real CLI entry point (parser generated from lensforge.specs)."""
+    from lensforge.cli import main
+    return main([str(a) for a in argv])
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,8 @@ def test_tiny_run_learns_and_writes_run_folder(run, folder):
         assert (run.dir / f).exists(), f
     assert "pca2_test_mse" in run.results
     errs = list(csv.DictReader(open(run.dir / "reconstruction_errors.csv")))
-    assert len(errs) == run.results["test_images"] and errs[0]["name"].endswith(".png")
+    assert len(errs) == run.results["test_images"] and errs[0]["file"].endswith(".png")
+    assert run.results["precision"] == "fp32"     # --precision auto on a CPU: fp32 for this task
 
 
 def test_reconstruct_shape_and_range(run):
@@ -92,7 +93,7 @@ def test_denoising_beats_noisy_input_and_cli_applies_it(folder, tmp_path, monkey
     r = autoencode.train(str(folder), model="dense", latent_dim=8, width=16, denoise=0.3, out=tmp_path / "dn", **FAST)
     assert r.results["test_psnr_gain_db"] > 2.5, r.results
     out = tmp_path / "clean"
-    assert cli(monkeypatch, "autoencode", "denoise", "--weights", tmp_path / "dn", folder / "c3", "--out", out,
+    assert cli("autoencode", "denoise", "--weights", tmp_path / "dn", folder / "c3", "--out", out,
                "--add-noise", "0.3") == 0
     made = sorted(out.glob("*.png"))
     n_in = len(list((folder / "c3").glob("*.png")))
@@ -105,11 +106,93 @@ def test_score_ranks_an_anomaly_first(run, folder, tmp_path, monkeypatch):
     odd.mkdir()
     Image.fromarray((np.indices((28, 28)).sum(0) % 2 * 255).astype(np.uint8)).save(odd / "checker.png")
     csv_path = tmp_path / "scores.csv"
-    assert cli(monkeypatch, "autoencode", "score", "--weights", run.dir, folder / "c1", odd, "--out", csv_path) == 0
+    assert cli("autoencode", "score", "--weights", run.dir, folder / "c1", odd, "--out", csv_path) == 0
     rows = list(csv.DictReader(open(csv_path)))
-    assert rows[0]["name"].endswith("checker.png") and rows[0]["rank"] == "1"
+    assert rows[0]["file"].endswith("checker.png") and rows[0]["rank"] == "1"
     mses = [float(r["mse"]) for r in rows]
     assert mses == sorted(mses, reverse=True)
+
+
+def test_score_csv_columns_and_exit_code_with_an_unreadable_file(run, folder, tmp_path, capsys):
+    bad = tmp_path / "in"
+    bad.mkdir()
+    (bad / "broken.png").write_bytes(b"not an image")
+    good = sorted((folder / "c2").glob("*.png"))[:3]
+    csv_path = tmp_path / "scores.csv"
+    assert cli("autoencode", "score", "--weights", run.dir, *good, bad, "--out", csv_path) == 1
+    text = csv_path.read_text()
+    assert text.endswith("\n") and text.splitlines()[0] == "file,rank,mse,reading,label,error"
+    rows = list(csv.DictReader(open(csv_path)))
+    assert [r["rank"] for r in rows[:3]] == ["1", "2", "3"] and all(r["error"] == "" for r in rows[:3])
+    assert rows[3]["file"].endswith("broken.png") and rows[3]["rank"] == "" and "broken.png" in rows[3]["error"]
+    err = capsys.readouterr().err
+    assert "broken.png" in err and "1 of 4" in err
+
+
+def _photos_and_digits(tmp_path: Path, digits: np.ndarray) -> tuple[Path, set[str]]:
+    """The four skimage photos from the user trial, saved as files among real digit images."""
+    import skimage.data
+
+    d = tmp_path / "mixed"
+    d.mkdir()
+    photos = {"astronaut", "camera", "chelsea", "coffee"}
+    for name in photos:
+        Image.fromarray(getattr(skimage.data, name)()).save(d / f"{name}.png")
+    for i, img in enumerate(digits):
+        Image.fromarray(img).save(d / f"digit_{i:03d}.png")
+    return d, photos
+
+
+@pytest.fixture(scope="module")
+def digit_model(tmp_path_factory):
+    """An autoencoder on the bundled `digits` (digit-style preprocessing, as MNIST)."""
+    return autoencode.train("digits", model="dense", latent_dim=16, width=16, out=tmp_path_factory.mktemp("d") / "ae",
+                            epochs=3, batch_size=64, lr=3e-3, progress=False)
+
+
+def _assert_photos_rank_first(rows: list[dict], photos: set[str], n_digits: int) -> None:
+    assert len(rows) == len(photos) + n_digits and all(r["error"] == "" for r in rows)
+    top = {Path(r["file"]).stem for r in rows[:len(photos)]}
+    assert top == photos, [(r["file"], r["mse"], r["reading"]) for r in rows[:6]]
+    assert all(r["reading"].startswith("resize (no ink") for r in rows[:len(photos)])
+    assert all(r["reading"] == "digit" for r in rows[len(photos):])
+
+
+def test_photos_rank_as_more_anomalous_than_real_digits(digit_model, tmp_path):
+    # the user trial: with the digit reading alone, all four photos became blank canvases and
+    # scored 0.000868, *below* every digit. They must rank as the most anomalous inputs.
+    ds = load_dataset("digits")
+    x, _ = ds.test.take(torch.arange(60))
+    mixed, photos = _photos_and_digits(tmp_path, x[:, 0].numpy())
+    out = tmp_path / "s.csv"
+    assert cli("autoencode", "score", "--weights", digit_model.dir, mixed, "--out", out) == 0
+    _assert_photos_rank_first(list(csv.DictReader(open(out))), photos, 60)
+
+
+MNIST = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"
+
+
+@pytest.mark.skipif(not MNIST.is_dir(), reason="needs ../shared/datasets/mnist")
+def test_photos_rank_above_real_mnist_test_digits(digit_model, tmp_path):
+    ds = load_dataset("mnist", data_dir=MNIST.parent, download=False)
+    x, _ = ds.test.take(torch.arange(0, 10000, 50))              # 200 real MNIST test digits
+    mixed, photos = _photos_and_digits(tmp_path, x[:, 0].numpy())
+    rows = [r.values | {"file": r.file, "error": r.error or ""} for r in autoencode.score(digit_model.dir, [mixed])]
+    _assert_photos_rank_first(rows, photos, 200)
+
+
+def test_denoise_refuses_an_image_without_ink_instead_of_writing_black(digit_model, tmp_path, capsys):
+    import skimage.data
+
+    Image.fromarray(skimage.data.astronaut()).save(tmp_path / "astronaut.png")
+    ds = load_dataset("digits")
+    Image.fromarray(ds.test.take(torch.arange(1))[0][0, 0].numpy()).save(tmp_path / "digit.png")
+    out = tmp_path / "clean"
+    assert cli("autoencode", "denoise", "--weights", digit_model.dir, tmp_path / "astronaut.png",
+               tmp_path / "digit.png", "--out", out) == 1
+    assert [p.name for p in out.iterdir()] == ["digit.png"]
+    err = capsys.readouterr().err
+    assert "astronaut.png" in err and "no ink found" in err
 
 
 def test_unlabelled_folder_trains(tmp_path):
@@ -124,12 +207,16 @@ def test_unlabelled_folder_trains(tmp_path):
     (["train", "--data", "digits", "--model", "resnet"], 2, "invalid choice"),
     (["train", "--data", "/no/such/folder"], 2, "/no/such/folder"),
     (["train", "--data", "digits", "--denoise", "-1"], 2, "--denoise"),
+    (["train", "--data", "digits", "--image-size", "2"], 2, "--image-size 2: must be between 4 and 1024"),
     (["denoise", "--weights", "/no/such.pt", "x.png", "--out", "o"], 2, "/no/such.pt"),
+    (["denoise", "--weights", "/no/such.pt", "missing.png", "--out", "o"], 2, "missing.png: no such file"),
+    (["score", "--weights", "/no/such.pt", "--out", "s.csv"], 2, "give image files/folders, or --data"),
 ])
 def test_cli_errors_are_one_line(argv, code, needle, monkeypatch, capsys, tmp_path):
     monkeypatch.chdir(tmp_path)
+    Image.new("L", (28, 28)).save(tmp_path / "x.png")
     try:
-        rc = cli(monkeypatch, "autoencode", *argv)
+        rc = cli("autoencode", *argv)
     except SystemExit as e:     # argparse errors exit directly
         rc = e.code
     err = capsys.readouterr().err.strip()
@@ -137,14 +224,47 @@ def test_cli_errors_are_one_line(argv, code, needle, monkeypatch, capsys, tmp_pa
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.pt"))
 
 
-def test_score_refuses_a_checkpoint_of_another_task(tmp_path, monkeypatch, capsys):
+def test_score_refuses_a_checkpoint_of_another_task(tmp_path, capsys):
     from lensforge.engine.checkpoint import save_checkpoint
     save_checkpoint(tmp_path / "v.pt", {"task": "vae", "model": {}})
-    rc = cli(monkeypatch, "autoencode", "score", "--weights", tmp_path / "v.pt", tmp_path, "--out", tmp_path / "s.csv")
+    Image.new("L", (28, 28)).save(tmp_path / "x.png")
+    rc = cli("autoencode", "score", "--weights", tmp_path / "v.pt", tmp_path, "--out", tmp_path / "s.csv")
     err = capsys.readouterr().err
     assert rc == 1 and "'vae' checkpoint" in err and not (tmp_path / "s.csv").exists()
 
 
-def test_options_are_validated():
+def test_options_are_validated(tmp_path):
     with pytest.raises(UsageError, match="unknown option"):
         autoencode.train("digits", latent=3)
+    with pytest.raises(UsageError, match="--early-stop: autoencode has no validation split.*--val-fraction"):
+        autoencode.train("digits", early_stop=2, out=tmp_path / "es")
+    assert not (tmp_path / "es").exists()
+
+
+def test_unknown_model_kwarg_is_rejected(run):
+    from lensforge.engine.checkpoint import load_checkpoint
+    from lensforge.models import create_model
+    from lensforge.tasks.common import restore_model
+
+    ckpt = load_checkpoint(run.dir, task="autoencode")
+    assert set(ckpt["model_kwargs"]) == {"in_channels", "image_size", "latent_dim", "width"}
+    restore_model(ckpt)                                   # a stored checkpoint's kwargs still fit
+    for name in ("ae-dense", "ae-conv", "vae-dense", "vae-conv", "dcgan-g", "dcgan-d"):
+        with pytest.raises(TypeError, match="colour"):
+            create_model(name, colour=3)
+
+
+def test_latent_legend_stays_clear_of_the_axes():
+    from lensforge.report.latent import latent_figure
+
+    rng = np.random.default_rng(0)
+    for dim in (2, 3):
+        fig = latent_figure(rng.normal(size=(300, dim)), labels=rng.integers(0, 10, 300), class_names=list("abcdefghij"))
+        r = fig.canvas.get_renderer()
+        legend = fig.legends[0].get_window_extent(r)
+        ax = fig.axes[0]
+        for t in ax.get_xticklabels() + ax.get_yticklabels() + [ax.xaxis.label, ax.yaxis.label]:
+            box = t.get_window_extent(r)
+            assert not (t.get_text() and box.overlaps(legend)), t.get_text()
+        assert not ax.get_window_extent(r).overlaps(legend) or dim == 3
+        assert legend.x1 <= fig.bbox.x1 and legend.x0 >= ax.get_position().x1 * fig.bbox.width

@@ -241,9 +241,31 @@ class DCGANDiscriminator(nn.Module):
         return self.net(x).float().squeeze(1)
 
 
-register("ae-dense")(lambda **kw: AutoEncoder("dense", **kw))
-register("ae-conv")(lambda **kw: AutoEncoder("conv", **kw))
-register("vae-dense")(lambda **kw: VAE("dense", **kw))
-register("vae-conv")(lambda **kw: VAE("conv", **kw))
+# Constructors take exactly the keyword arguments a checkpoint's model_kwargs hold (autoencode:
+# in_channels, image_size, latent_dim, width; vae: those plus likelihood; gan: see the classes), so
+# an unknown argument is a TypeError naming it, never silently dropped.
+
+@register("ae-dense")
+def ae_dense(in_channels: int = 1, image_size=28, latent_dim: int = 16, width: int = 32) -> AutoEncoder:
+    return AutoEncoder("dense", in_channels, image_size, latent_dim, width)
+
+
+@register("ae-conv")
+def ae_conv(in_channels: int = 1, image_size=28, latent_dim: int = 16, width: int = 32) -> AutoEncoder:
+    return AutoEncoder("conv", in_channels, image_size, latent_dim, width)
+
+
+@register("vae-dense")
+def vae_dense(in_channels: int = 1, image_size=28, latent_dim: int = 16, width: int = 32,
+              likelihood: str = "bernoulli") -> VAE:
+    return VAE("dense", in_channels, image_size, latent_dim, width, likelihood)
+
+
+@register("vae-conv")
+def vae_conv(in_channels: int = 1, image_size=28, latent_dim: int = 16, width: int = 32,
+             likelihood: str = "bernoulli") -> VAE:
+    return VAE("conv", in_channels, image_size, latent_dim, width, likelihood)
+
+
 register("dcgan-g")(DCGANGenerator)
 register("dcgan-d")(DCGANDiscriminator)

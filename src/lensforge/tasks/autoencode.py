@@ -3,61 +3,45 @@
     run = train("fashion-mnist", data_dir="../shared/datasets", model="conv", latent_dim=3, epochs=10)
     ae = load(run.dir)
     ae.reconstruct(x)                  # x: (N, C, H, W) floats in [0, 1]
-    ae.score_files(["odd.png"])        # reconstruction error per image: high = unlike the training data
+    score(run.dir, ["odd.png"])        # Records ranked by reconstruction error: high = unlike the training data
 
 The loss is the mean squared error on [0, 1] pixels, the same number the report and the PCA
 baseline are measured in, so "beats PCA" is a like-for-like statement. The decoder's output is
 linear and only clamped to [0, 1] when read out: a sigmoid output under an MSE loss saturates on
 dark backgrounds and can collapse to an all-black image it cannot climb out of.
+
+Anomaly scores and the digit preprocessing: a model trained on digit-style data (MNIST) reads a
+user's image the MNIST way (find the ink, crop, centre). A photo of a scene has no ink for that
+reading to find, and the reading returns a blank canvas, which any autoencoder reconstructs almost
+perfectly (MSE 0.0009 with an MNIST autoencoder, below every MNIST test digit): scored on that
+canvas, the least digit-like inputs would rank as the most normal. So `score` treats an image the
+digit reading finds no ink in as anomalous by definition: it ranks above every image that was read
+as a digit, and its `mse` column is the error of its plain grey resize (`reading` says which
+reading each row used). `denoise` refuses such images with an error row instead of writing a
+black square.
 """
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass
+import time
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data import Dataset
 from ..data.loader import Batches
-from ..data.preprocess import PreprocessSpec
-from ..engine.device import Runtime, select_runtime
-from ..engine.trainer import TrainConfig
+from ..data.preprocess import PreprocessSpec, load_and_prepare
+from ..engine.device import Runtime
 from ..errors import UsageError
-from ..models import create_model
-from ..recipes import with_recipe
-from ..runs import new_run_dir
-from .generative_common import (Run, base_results, expand_images, finish_run, first_images, held_out, load_generative,
-                                load_images, map_batches, psnr, read_images, resume_checkpoint, run_name, save_png,
-                                split_options, split_sizes, train_run, write_csv)
+from ..specs.autoencode import AutoencodeOptions
+from .apply import InputFile, Record, save_image, unique_stems, write_records_csv, write_table_csv
+from .generative_common import (GenerativeTask, as_inputs, first_images, load_generative, load_images, map_batches,
+                                psnr, read_inputs, save_grid)
+from .lifecycle import Run, run
 
 TASK = "autoencode"
-MODELS = ("dense", "conv")
-
-
-@dataclass
-class AutoencodeOptions:
-    data: str = "digits"
-    data_dir: str | None = None
-    model: str = "conv"
-    latent_dim: int = 16
-    width: int = 32
-    image_size: int | None = None
-    denoise: float = 0.0            # std of Gaussian noise added to inputs (targets stay clean); 0 = plain AE
-    val_fraction: float = 0.0
-    download: bool = True
-
-    def validate(self) -> None:
-        if self.model not in MODELS:
-            raise UsageError(f"--model {self.model}: choose dense or conv")
-        if self.latent_dim < 1:
-            raise UsageError("--latent-dim must be >= 1")
-        if self.width < 1:
-            raise UsageError("--width must be >= 1")
-        if not 0 <= self.denoise <= 2:
-            raise UsageError("--denoise is a noise std on [0, 1] pixels: use a value in [0, 2], e.g. 0.3")
 
 
 def add_noise(x: torch.Tensor, sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -71,13 +55,21 @@ def _fixed_noise(x: torch.Tensor, sigma: float, seed: int = 1234) -> torch.Tenso
     return add_noise(x.cpu(), sigma, torch.Generator().manual_seed(seed)).to(x.device)
 
 
-class AutoencodeTask:
-    def __init__(self, ds: Dataset, model: torch.nn.Module, opts: AutoencodeOptions, cfg: TrainConfig,
-                 rt: Runtime, model_kwargs: dict):
-        self.ds, self.model, self.opts, self.cfg, self.rt, self.model_kwargs = ds, model, opts, cfg, rt, model_kwargs
-        self.train_batches = Batches(ds.train, cfg.batch_size, device=rt.device, shuffle=True, drop_last=True,
-                                     seed=cfg.seed)
-        self.eval_split, self.eval_name = held_out(ds)
+class AutoencodeTask(GenerativeTask):
+    """Reconstruction (or denoising) with an MSE loss; the report compares with a PCA of the same size."""
+
+    name, Options = TASK, AutoencodeOptions
+
+    def network(self, channels: int, size: list[int]) -> tuple[str, dict]:
+        o = self.opts
+        return f"ae-{o.model}", {"in_channels": channels, "image_size": size, "latent_dim": o.latent_dim,
+                                 "width": o.width}
+
+    def run_name(self) -> str:
+        return super().run_name() + ("-denoise" if self.opts.denoise else "")
+
+    def title(self) -> str:
+        return f"lensforge autoencode: {self.opts.data} / {self.opts.model} (latent {self.opts.latent_dim})"
 
     def training_step(self, model, batch):
         x, _ = batch
@@ -85,18 +77,49 @@ class AutoencodeTask:
         loss = F.mse_loss(model(inp).float(), x)
         return loss, {"mse": loss.detach()}
 
-    @torch.no_grad()
-    def evaluate(self, model) -> dict[str, float]:
-        was = model.training
-        model.eval()
+    def held_out_metrics(self, model) -> dict[str, float]:
         errs = per_image_errors(model, self.eval_split, self.rt, self.opts.denoise)
-        model.train(was)
-        return {f"{self.eval_name}_mse": errs["mse"].mean().item(), f"{self.eval_name}_psnr": errs["psnr"].mean().item()}
+        return {"mse": errs["mse"].mean().item(), "psnr": errs["psnr"].mean().item()}
 
-    def checkpoint_meta(self) -> dict:
-        return {"task": TASK, "model_name": f"ae-{self.opts.model}", "model_kwargs": self.model_kwargs,
-                "classes": list(self.ds.classes) if self.ds.classes else None, "preprocess": self.ds.spec.to_dict(),
-                "options": asdict(self.opts)}
+    def final_results(self, run_dir: Path, fit) -> dict:
+        from ..report import image_grid
+        from ..report.latent import plot_latent_scatter
+
+        ds, net, rt, opts = self.ds, self.model, self.rt, self.opts
+        split, name = self.eval_split, self.eval_name
+        errs = per_image_errors(net, split, rt, opts.denoise)
+        out = {"eval_split": name, f"{name}_images": len(split), f"{name}_mse": errs["mse"].mean().item(),
+               f"{name}_psnr": errs["psnr"].mean().item()}
+        if opts.denoise:
+            out[f"{name}_noisy_psnr"] = errs["noisy_psnr"].mean().item()
+            out[f"{name}_psnr_gain_db"] = out[f"{name}_psnr"] - out[f"{name}_noisy_psnr"]
+            out["noise_sigma"] = opts.denoise
+        if split is not ds.train:
+            out[f"pca{opts.latent_dim}_{name}_mse"] = pca_baseline_mse(ds.train, split, opts.latent_dim)
+        x, _ = first_images(split, 16)
+        rows = [x]
+        inp = _fixed_noise(x, opts.denoise, seed=1234) if opts.denoise else x
+        if opts.denoise:
+            rows.append(inp)
+        rows.append(map_batches(net.reconstruct, inp, rt.device))
+        save_grid(torch.cat(rows), run_dir / "reconstructions.png", ncols=len(x))
+        self.figures.append(("Reconstructions: input (top), output (bottom)" if not opts.denoise else
+                             "Denoising: clean (top), noisy input (middle), output (bottom)", "reconstructions.png"))
+        if opts.latent_dim in (2, 3):
+            xs, ys = split.take(torch.arange(min(len(split), 5000)))
+            z = map_batches(net.encode, xs.float() / 255, rt.device)
+            plot_latent_scatter(z.numpy(), run_dir / "latent.png", labels=ys.numpy() if ys is not None else None,
+                                class_names=ds.classes, title=f"{opts.data} {name}")
+            self.figures.append(("Latent codes of held-out images", "latent.png"))
+        worst = errs["mse"].argsort(descending=True)[:16]
+        wx, _ = split.take(worst)
+        image_grid(wx, run_dir / "worst.png", ncols=8, titles=[f"mse {errs['mse'][i]:.4f}" for i in worst.tolist()])
+        self.figures.append(("Worst reconstructions (most anomalous held-out images)", "worst.png"))
+        names = getattr(split, "names", None)
+        write_table_csv(run_dir / "reconstruction_errors.csv",
+                        [{"index": i, "file": names[i] if names is not None else "", "mse": m, "psnr_db": round(p, 4)}
+                         for i, (m, p) in enumerate(zip(errs["mse"].tolist(), errs["psnr"].tolist()))])
+        return out
 
 
 @torch.no_grad()
@@ -136,84 +159,14 @@ def pca_baseline_mse(train, test, k: int, max_train: int = 60000) -> float:
 
 # ----------------------------------------------------------------------------- training
 
-def _build(opts: AutoencodeOptions, cfg: TrainConfig):
-    opts.validate()
-    ds = load_images(opts.data, data_dir=opts.data_dir, download=opts.download, image_size=opts.image_size,
-                     val_fraction=opts.val_fraction, seed=cfg.seed)
-    c, h, w = ds.train.shape
-    kwargs = {"in_channels": c, "image_size": [h, w], "latent_dim": opts.latent_dim, "width": opts.width}
-    return ds, kwargs
+def train(data: str | None = None, *, out: str | Path | None = None, resume: str | Path | None = None,
+          **options) -> Run:
+    """Train an autoencoder and write a run folder (reconstructions, latent plot, errors, report).
 
-
-def train(data: str = "digits", *, model: str = "conv", out: str | Path | None = None,
-          resume: str | Path | None = None, **options) -> Run:
-    """Train an autoencoder and write a run folder (reconstructions, latent plot, errors, report)."""
-    if resume is not None:
-        state, opts, cfg = resume_checkpoint(Path(resume), TASK, AutoencodeOptions, options.get("progress", True))
-        ds, kwargs = _build(opts, cfg)
-        return _train_and_report(Path(resume), ds, opts, cfg, state["model_kwargs"], state)
-    options = with_recipe(TASK, {"monitor": "val_mse", "mode": "min", **options})
-    opts, cfg = split_options(options, AutoencodeOptions, data=str(data), model=model)
-    ds, kwargs = _build(opts, cfg)
-    run_dir = new_run_dir(TASK, run_name(opts.data, f"{opts.model}{'-denoise' if opts.denoise else ''}"), out)
-    return _train_and_report(run_dir, ds, opts, cfg, kwargs, None)
-
-
-def _train_and_report(run_dir: Path, ds: Dataset, opts, cfg, kwargs, resume_state) -> Run:
-    rt = select_runtime(cfg.device, cfg.precision)
-    torch.manual_seed(cfg.seed)
-    net = create_model(f"ae-{opts.model}", **kwargs)
-    task = AutoencodeTask(ds, net, opts, cfg, rt, kwargs)
-    config = {"task": TASK, **asdict(opts), "train": asdict(cfg), "runtime": rt.describe(), "model_kwargs": kwargs,
-              "preprocess": ds.spec.to_dict(),
-              "splits": split_sizes(ds)}
-    result = train_run(TASK, run_dir, task, cfg, config, resume_state)
-    results = base_results(result, rt)
-    results.update(_final_report(run_dir, net, ds, opts, rt))
-    finish_run(run_dir, f"lensforge autoencode: {opts.data} / {opts.model} (latent {opts.latent_dim})", results,
-               config, [("Reconstructions: input (top), output (bottom)" if not opts.denoise else
-                         "Denoising: clean (top), noisy input (middle), output (bottom)", "reconstructions.png"),
-                        ("Latent codes of held-out images", "latent.png"),
-                        ("Worst reconstructions (most anomalous held-out images)", "worst.png")],
-               result.history)
-    return Run(run_dir, results, result.history)
-
-
-def _final_report(run_dir: Path, net, ds: Dataset, opts: AutoencodeOptions, rt: Runtime) -> dict:
-    from ..report import image_grid
-    from ..report.latent import plot_latent_scatter
-
-    split, name = held_out(ds)
-    errs = per_image_errors(net, split, rt, opts.denoise)
-    out = {"eval_split": name, f"{name}_images": len(split), f"{name}_mse": errs["mse"].mean().item(),
-           f"{name}_psnr": errs["psnr"].mean().item()}
-    if opts.denoise:
-        out[f"{name}_noisy_psnr"] = errs["noisy_psnr"].mean().item()
-        out[f"{name}_psnr_gain_db"] = out[f"{name}_psnr"] - out[f"{name}_noisy_psnr"]
-        out["noise_sigma"] = opts.denoise
-    if split is not ds.train:
-        out[f"pca{opts.latent_dim}_{name}_mse"] = pca_baseline_mse(ds.train, split, opts.latent_dim)
-    x, y = first_images(split, 16)
-    rows = [x]
-    inp = _fixed_noise(x, opts.denoise, seed=1234) if opts.denoise else x
-    if opts.denoise:
-        rows.append(inp)
-    rows.append(map_batches(net.reconstruct, inp, rt.device))
-    image_grid(torch.cat(rows), run_dir / "reconstructions.png", ncols=len(x))
-    worst = errs["mse"].argsort(descending=True)[:16]
-    wx, _ = split.take(worst)
-    image_grid(wx, run_dir / "worst.png", ncols=8, titles=[f"mse {errs['mse'][i]:.4f}" for i in worst.tolist()])
-    names = getattr(split, "names", None)
-    write_csv(run_dir / "reconstruction_errors.csv", ["index", "name", "mse", "psnr_db"],
-              [[i, names[i] if names is not None else "", f"{m:.6g}", f"{p:.4f}"]
-               for i, (m, p) in enumerate(zip(errs["mse"].tolist(), errs["psnr"].tolist()))])
-    if opts.latent_dim in (2, 3):
-        idx = torch.arange(min(len(split), 5000))
-        xs, ys = split.take(idx)
-        z = map_batches(net.encode, xs.float() / 255, rt.device)
-        plot_latent_scatter(z.numpy(), run_dir / "latent.png", labels=ys.numpy() if ys is not None else None,
-                            class_names=ds.classes, title=f"{opts.data} {name}")
-    return out
+    `options` are any AutoencodeOptions or TrainConfig fields (model, latent_dim, denoise, epochs, ...);
+    defaults are the autoencode recipe (lensforge.recipes), exactly as on the command line.
+    """
+    return run(AutoencodeTask, data, out=out, resume=resume, **options)
 
 
 # ----------------------------------------------------------------------------- loaded models
@@ -236,87 +189,94 @@ class Autoencoder:
         """Per-image reconstruction MSE on [0, 1] pixels."""
         return (self.reconstruct(x) - x).pow(2).flatten(1).mean(1)
 
-    def read(self, files: Sequence[str], strict: bool = True):
-        return read_images(files, self.spec, strict=strict)
+    def plain_reading(self, f: InputFile) -> np.ndarray:
+        """The image as it is: a plain resize to the model's size and channels, no digit normalisation."""
+        return load_and_prepare(f.source(), PreprocessSpec(self.spec.size, self.spec.channels, "resize"), name=f.name)
 
 
 def load(weights: str | Path, device: str = "auto") -> Autoencoder:
     return Autoencoder(weights, device)
 
 
-def denoise_files(weights: str | Path, inputs: Sequence[str], out_dir: str | Path, device: str = "auto",
-                  add_noise_sigma: float = 0.0) -> list[tuple[str, str]]:
-    """Write <out_dir>/<stem>.png for each input image; returns (input, output) pairs.
+def denoise(weights: str | Path, inputs: Sequence[str | Path | InputFile], out_dir: str | Path, device: str = "auto",
+            add_noise_sigma: float = 0.0) -> list[Record]:
+    """Write <out_dir>/<stem>.png for each input image; one Record per input: `out` (the written
+    file) and `seconds` (the batch's model time shared out per image), or `error`.
 
     add_noise_sigma > 0 first corrupts the (clean) inputs with that noise and also writes
-    <stem>_noisy.png, to see what the model removes.
+    <stem>_noisy.png (`noisy`), to see what the model removes.
     """
     ae = load(weights, device)
     if ae.noise_sigma <= 0:
         print(f"note: {weights} was trained without --denoise; its output is a plain reconstruction",
               file=sys.stderr)
-    files = expand_images(inputs)
-    x, kept, _ = ae.read(files)
-    out_dir = Path(out_dir)
-    stems = _unique_stems(kept)
-    if add_noise_sigma > 0:
+    files = as_inputs(inputs)
+    got = read_inputs(files, ae.spec)
+    stems = unique_stems(files)
+    x = got.x
+    if len(x) and add_noise_sigma > 0:
         x = add_noise(x, add_noise_sigma, torch.Generator().manual_seed(0))
-        for img, stem in zip(x, stems):
-            save_png(img, out_dir / f"{stem}_noisy.png")
-    y = ae.reconstruct(x)
-    pairs = []
-    for f, img, stem in zip(kept, y, stems):
-        save_png(img, out_dir / f"{stem}.png")
-        pairs.append((f, str(out_dir / f"{stem}.png")))
-    return pairs
+    t0 = time.perf_counter()
+    y = ae.reconstruct(x) if len(x) else x
+    seconds = (time.perf_counter() - t0) / max(1, len(x))
+    for j, i in enumerate(got.index):
+        rec = got.records[i]
+        if add_noise_sigma > 0:
+            rec.values["noisy"] = str(save_image(Path(out_dir) / f"{stems[i]}_noisy.png", x[j]))
+        rec.values.update(out=str(save_image(Path(out_dir) / f"{stems[i]}.png", y[j])), seconds=seconds)
+    return got.records
 
 
-def _unique_stems(files: Sequence[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    stems = []
-    for f in files:
-        s = Path(f).stem
-        seen[s] = seen.get(s, 0) + 1
-        stems.append(s if seen[s] == 1 else f"{s}-{seen[s]}")
-    return stems
+SCORE_COLUMNS = ["rank", "mse", "reading", "label"]
 
 
-def score(weights: str | Path, inputs: Sequence[str] = (), *, data: str | None = None, data_dir=None,
-          split: str = "test", device: str = "auto", download: bool = True) -> list[dict]:
-    """Images ranked by reconstruction error, highest (most anomalous) first."""
+def score(weights: str | Path, inputs: Sequence[str | Path | InputFile] = (), *, data: str | None = None,
+          data_dir=None, split: str = "test", device: str = "auto", download: bool = True) -> list[Record]:
+    """Records ranked most anomalous first, values SCORE_COLUMNS; unreadable files last (error set,
+    no rank). Images the digit reading finds no ink in rank first (see the module docstring)."""
     ae = load(weights, device)
-    rows: list[dict] = []
+    records: list[Record] = []
     if inputs:
-        files = expand_images(inputs)
-        x, kept, errors = ae.read(files, strict=False)
-        for e in errors:
-            print(f"error: {e}", file=sys.stderr)
-        rows += [{"name": f, "mse": m} for f, m in zip(kept, ae.errors(x).tolist())]
+        got = read_inputs(as_inputs(inputs), ae.spec, blank=ae.plain_reading)
+        for i, m in zip(got.index, ae.errors(got.x).tolist() if len(got.x) else []):
+            got.records[i].values.update(mse=m, label="")
+        records += got.records
     if data is not None:
-        ds = load_images(data, data_dir=data_dir, download=download,
-                         image_size=ae.spec.size[0] if not _is_named(data) else None)
-        target = {"test": ds.test, "train": ds.train, "val": ds.val}.get(split)
-        if target is None:
-            raise UsageError(f"--split {split}: {data} has no such split")
-        if tuple(target.shape) != (ae.spec.channels, *ae.spec.size):
-            raise UsageError(f"--data {data}: images are {tuple(target.shape)}, the model expects "
-                             f"{(ae.spec.channels, *ae.spec.size)}")
-        names = getattr(target, "names", None)
-        for start in range(0, len(target), 2000):
-            idx = torch.arange(start, min(start + 2000, len(target)))
-            xb, yb = target.take(idx)
-            errs = ae.errors(xb.float() / 255).tolist()
-            for j, (i, m) in enumerate(zip(idx.tolist(), errs)):
-                label = ds.classes[int(yb[j])] if yb is not None and ds.classes else ""
-                rows.append({"name": names[i] if names is not None else f"{data}:{split}:{i}", "label": label, "mse": m})
-    if not rows:
+        records += _score_split(ae, data, data_dir=data_dir, split=split, download=download)
+    if not records:
         raise UsageError("give image files/folders, or --data NAME, to score")
-    rows.sort(key=lambda r: -r["mse"])
-    for rank, r in enumerate(rows, 1):
-        r["rank"] = rank
-    return rows
+
+    def anomaly(r: Record) -> tuple[bool, float]:
+        return r.values["reading"].startswith("resize (no ink"), r.values["mse"]
+
+    ranked = sorted((r for r in records if r.ok), key=anomaly, reverse=True)
+    for rank, r in enumerate(ranked, 1):
+        r.values["rank"] = rank
+    return ranked + [r for r in records if not r.ok]
 
 
-def _is_named(data: str) -> bool:
+def write_scores_csv(path: str | Path, records: Sequence[Record]) -> None:
+    """file, rank, mse, reading, label, error: the apply verbs' one CSV layout."""
+    write_records_csv(path, records, SCORE_COLUMNS)
+
+
+def _score_split(ae: Autoencoder, data: str, *, data_dir, split: str, download: bool) -> list[Record]:
     from ..data.catalog import is_named
-    return is_named(data)
+
+    ds = load_images(data, data_dir=data_dir, download=download, image_size=None if is_named(data) else ae.spec.size[0])
+    target = {"test": ds.test, "train": ds.train, "val": ds.val}.get(split)
+    if target is None:
+        raise UsageError(f"--split {split}: {data} has no such split")
+    if tuple(target.shape) != (ae.spec.channels, *ae.spec.size):
+        raise UsageError(f"--data {data}: images are {tuple(target.shape)}, the model expects "
+                         f"{(ae.spec.channels, *ae.spec.size)}")
+    names = getattr(target, "names", None)
+    records = []
+    for start in range(0, len(target), 2000):
+        idx = torch.arange(start, min(start + 2000, len(target)))
+        xb, yb = target.take(idx)
+        for j, (i, m) in enumerate(zip(idx.tolist(), ae.errors(xb.float() / 255).tolist())):
+            label = ds.classes[int(yb[j])] if yb is not None and ds.classes else ""
+            records.append(Record(names[i] if names is not None else f"{data}:{split}:{i}",
+                                  {"mse": m, "reading": "dataset", "label": label}))
+    return records

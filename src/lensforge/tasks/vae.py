@@ -13,54 +13,21 @@ the reported ELBO always uses beta = 1, otherwise it would not be a bound.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from ..data import Dataset
 from ..data.loader import Batches
 from ..data.preprocess import PreprocessSpec
-from ..engine.device import Runtime, select_runtime
-from ..engine.trainer import TrainConfig
+from ..engine.device import Runtime
 from ..errors import UsageError
-from ..models import create_model
-from ..recipes import with_recipe
-from ..runs import new_run_dir
-from .generative_common import (Run, base_results, finish_run, first_images, held_out, load_generative, load_images,
-                                map_batches, read_images, resume_checkpoint, run_name, split_options, split_sizes,
-                                train_run)
+from ..specs.vae import VAEOptions
+from .generative_common import (GenerativeTask, as_inputs, first_images, load_generative, map_batches, read_inputs,
+                                save_grid)
+from .lifecycle import Run, run
 
 TASK = "vae"
-MODELS = ("dense", "conv")
-LIKELIHOODS = ("bernoulli", "gaussian")
-
-
-@dataclass
-class VAEOptions:
-    data: str = "digits"
-    data_dir: str | None = None
-    model: str = "conv"
-    latent_dim: int = 16
-    width: int = 32
-    beta: float = 1.0
-    likelihood: str = "bernoulli"   # bernoulli for binary-ish images (digits), gaussian for photos
-    image_size: int | None = None
-    val_fraction: float = 0.0
-    download: bool = True
-
-    def validate(self) -> None:
-        if self.model not in MODELS:
-            raise UsageError(f"--model {self.model}: choose dense or conv")
-        if self.latent_dim < 1:
-            raise UsageError("--latent-dim must be >= 1")
-        if self.width < 1:
-            raise UsageError("--width must be >= 1")
-        if not (self.beta >= 0 and math.isfinite(self.beta)):
-            raise UsageError("--beta must be a number >= 0")
-        if self.likelihood not in LIKELIHOODS:
-            raise UsageError(f"--likelihood {self.likelihood}: choose bernoulli or gaussian")
 
 
 def elbo_terms(x: torch.Tensor, out: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
@@ -85,12 +52,19 @@ def elbo_terms(x: torch.Tensor, out: torch.Tensor, mu: torch.Tensor, logvar: tor
     return recon, kl
 
 
-class VAETask:
-    def __init__(self, ds: Dataset, model, opts: VAEOptions, cfg: TrainConfig, rt: Runtime, model_kwargs: dict):
-        self.ds, self.model, self.opts, self.cfg, self.rt, self.model_kwargs = ds, model, opts, cfg, rt, model_kwargs
-        self.train_batches = Batches(ds.train, cfg.batch_size, device=rt.device, shuffle=True, drop_last=True,
-                                     seed=cfg.seed)
-        self.eval_split, self.eval_name = held_out(ds)
+class VAETask(GenerativeTask):
+    """Maximum ELBO (KL weighted by beta in training); reported in nats per image with beta = 1."""
+
+    name, Options = TASK, VAEOptions
+
+    def network(self, channels: int, size: list[int]) -> tuple[str, dict]:
+        o = self.opts
+        return f"vae-{o.model}", {"in_channels": channels, "image_size": size, "latent_dim": o.latent_dim,
+                                  "width": o.width, "likelihood": o.likelihood}
+
+    def title(self) -> str:
+        o = self.opts
+        return f"lensforge vae: {o.data} / {o.model} (latent {o.latent_dim}, beta {o.beta})"
 
     def training_step(self, model, batch):
         x, _ = batch
@@ -99,18 +73,36 @@ class VAETask:
         loss = (recon + self.opts.beta * kl).mean()
         return loss, {"neg_elbo": (recon + kl).mean().detach(), "recon": recon.mean().detach(), "kl": kl.mean().detach()}
 
-    @torch.no_grad()
-    def evaluate(self, model) -> dict[str, float]:
-        was = model.training
-        model.eval()
-        res = evaluate_elbo(model, self.eval_split, self.rt, self.opts.likelihood)
-        model.train(was)
-        return {f"{self.eval_name}_{k}": v for k, v in res.items()}
+    def held_out_metrics(self, model) -> dict[str, float]:
+        return evaluate_elbo(model, self.eval_split, self.rt, self.opts.likelihood)
 
-    def checkpoint_meta(self) -> dict:
-        return {"task": TASK, "model_name": f"vae-{self.opts.model}", "model_kwargs": self.model_kwargs,
-                "classes": list(self.ds.classes) if self.ds.classes else None, "preprocess": self.ds.spec.to_dict(),
-                "options": asdict(self.opts)}
+    def final_results(self, run_dir: Path, fit) -> dict:
+        from ..report.latent import plot_latent_scatter
+
+        ds, net, rt, opts = self.ds, self.model, self.rt, self.opts
+        split, name = self.eval_split, self.eval_name
+        res = evaluate_elbo(net, split, rt, opts.likelihood)
+        out = {"eval_split": name, f"{name}_images": len(split), **{f"{name}_{k}": v for k, v in res.items()},
+               "units": "nats per image", "likelihood": opts.likelihood, "beta": opts.beta}
+        gen = VAEGenerator(net, rt, ds.spec, ds.classes)
+        save_grid(gen.sample(64, seed=0), run_dir / "samples.png", ncols=8)
+        self.figures.append(("Samples from the prior (decoder means)", "samples.png"))
+        x, _ = first_images(split, 16)
+        save_grid(torch.cat([x, gen.reconstruct(x)]), run_dir / "reconstructions.png", ncols=len(x))
+        self.figures.append(("Reconstructions: input (top), output (bottom)", "reconstructions.png"))
+        if len(x) >= 2:
+            save_grid(gen.interpolate(x[0], x[1], 10), run_dir / "interpolation.png", ncols=10)
+            self.figures.append(("Interpolation between two held-out images", "interpolation.png"))
+        if opts.latent_dim == 2:
+            save_grid(gen.manifold(15), run_dir / "manifold.png", ncols=15)
+            self.figures.append(("2-D latent manifold (decoded Gaussian quantiles)", "manifold.png"))
+        if opts.latent_dim in (2, 3):
+            xs, ys = split.take(torch.arange(min(len(split), 5000)))
+            plot_latent_scatter(gen.encode(xs.float() / 255).numpy(), run_dir / "latent.png",
+                                labels=ys.numpy() if ys is not None else None, class_names=ds.classes,
+                                title=f"{opts.data} {name}")
+            self.figures.append(("Latent means of held-out images", "latent.png"))
+        return out
 
 
 @torch.no_grad()
@@ -132,73 +124,13 @@ def evaluate_elbo(model, split, rt: Runtime, likelihood: str, batch_size: int = 
 
 # ----------------------------------------------------------------------------- training
 
-def _build(opts: VAEOptions, cfg: TrainConfig):
-    opts.validate()
-    ds = load_images(opts.data, data_dir=opts.data_dir, download=opts.download, image_size=opts.image_size,
-                     val_fraction=opts.val_fraction, seed=cfg.seed)
-    c, h, w = ds.train.shape
-    kwargs = {"in_channels": c, "image_size": [h, w], "latent_dim": opts.latent_dim, "width": opts.width,
-              "likelihood": opts.likelihood}
-    return ds, kwargs
+def train(data: str | None = None, *, out: str | Path | None = None, resume: str | Path | None = None,
+          **options) -> Run:
+    """Train a VAE and write a run folder (ELBO curves, samples, reconstructions, manifold, report).
 
-
-def train(data: str = "digits", *, model: str = "conv", out: str | Path | None = None,
-          resume: str | Path | None = None, **options) -> Run:
-    """Train a VAE and write a run folder (ELBO curves, samples, reconstructions, manifold, report)."""
-    if resume is not None:
-        state, opts, cfg = resume_checkpoint(Path(resume), TASK, VAEOptions, options.get("progress", True))
-        ds, _ = _build(opts, cfg)
-        return _train_and_report(Path(resume), ds, opts, cfg, state["model_kwargs"], state)
-    options = with_recipe(TASK, {"monitor": "val_neg_elbo", "mode": "min", **options})
-    opts, cfg = split_options(options, VAEOptions, data=str(data), model=model)
-    ds, kwargs = _build(opts, cfg)
-    run_dir = new_run_dir(TASK, run_name(opts.data, opts.model), out)
-    return _train_and_report(run_dir, ds, opts, cfg, kwargs, None)
-
-
-def _train_and_report(run_dir: Path, ds: Dataset, opts: VAEOptions, cfg, kwargs, resume_state) -> Run:
-    rt = select_runtime(cfg.device, cfg.precision)
-    torch.manual_seed(cfg.seed)
-    net = create_model(f"vae-{opts.model}", **kwargs)
-    task = VAETask(ds, net, opts, cfg, rt, kwargs)
-    config = {"task": TASK, **asdict(opts), "train": asdict(cfg), "runtime": rt.describe(), "model_kwargs": kwargs,
-              "preprocess": ds.spec.to_dict(),
-              "splits": split_sizes(ds)}
-    result = train_run(TASK, run_dir, task, cfg, config, resume_state)
-    results = base_results(result, rt)
-    results.update(_final_report(run_dir, net, ds, opts, rt))
-    finish_run(run_dir, f"lensforge vae: {opts.data} / {opts.model} (latent {opts.latent_dim}, beta {opts.beta})",
-               results, config,
-               [("Samples from the prior (decoder means)", "samples.png"),
-                ("Reconstructions: input (top), output (bottom)", "reconstructions.png"),
-                ("Interpolation between two held-out images", "interpolation.png"),
-                ("2-D latent manifold (decoded Gaussian quantiles)", "manifold.png"),
-                ("Latent means of held-out images", "latent.png")], result.history)
-    return Run(run_dir, results, result.history)
-
-
-def _final_report(run_dir: Path, net, ds: Dataset, opts: VAEOptions, rt: Runtime) -> dict:
-    from ..report import image_grid
-    from ..report.latent import plot_latent_scatter
-
-    split, name = held_out(ds)
-    res = evaluate_elbo(net, split, rt, opts.likelihood)
-    out = {"eval_split": name, f"{name}_images": len(split), **{f"{name}_{k}": v for k, v in res.items()},
-           "units": "nats per image", "likelihood": opts.likelihood, "beta": opts.beta}
-    gen = VAEGenerator(net, rt, ds.spec, ds.classes)
-    image_grid(gen.sample(64, seed=0), run_dir / "samples.png", ncols=8)
-    x, _ = first_images(split, 16)
-    image_grid(torch.cat([x, gen.reconstruct(x)]), run_dir / "reconstructions.png", ncols=len(x))
-    if len(x) >= 2:
-        image_grid(gen.interpolate(x[0], x[1], 10), run_dir / "interpolation.png", ncols=10)
-    if opts.latent_dim == 2:
-        image_grid(gen.manifold(15), run_dir / "manifold.png", ncols=15)
-    if opts.latent_dim in (2, 3):
-        xs, ys = split.take(torch.arange(min(len(split), 5000)))
-        mu = gen.encode(xs.float() / 255)
-        plot_latent_scatter(mu.numpy(), run_dir / "latent.png", labels=ys.numpy() if ys is not None else None,
-                            class_names=ds.classes, title=f"{opts.data} {name}")
-    return out
+    `options` are any VAEOptions or TrainConfig fields; defaults are the vae recipe (lensforge.recipes).
+    """
+    return run(VAETask, data, out=out, resume=resume, **options)
 
 
 # ----------------------------------------------------------------------------- loaded models
@@ -243,8 +175,9 @@ class VAEGenerator:
         zy, zx = torch.meshgrid(q.flip(0), q, indexing="ij")
         return self.decode(torch.stack([zx.flatten(), zy.flatten()], 1))
 
-    def read(self, files, strict: bool = True):
-        return read_images(files, self.spec, strict=strict)
+    def read(self, files):
+        """generative_common.Inputs: one Record per file, the readable ones prepared as in training."""
+        return read_inputs(as_inputs(files), self.spec)
 
 
 def load(weights: str | Path, device: str = "auto") -> VAEGenerator:

@@ -1,0 +1,57 @@
+"""`lensforge gan train|sample`: options and verbs (torch-free)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..engine.config import RunOptions, TrainConfig
+from ..options import TaskCLI, Verb, option
+from ..recipes import RECIPES
+from .autoencode import MODEL, PRECISION_NOTE, latent_dim_option, sample_count_option, width_option
+from .common import data_dir_option, data_option, device_option, download_option, image_size_option, weights_option
+
+QUALITY = "quality measurement"
+
+
+@dataclass
+class GANOptions:
+    """Task options on top of TrainConfig; all of them land in config.yaml and the checkpoint."""
+
+    data: str = data_option(what="images (class sub-folders optional; needed for --conditional)")
+    data_dir: str | None = data_dir_option()
+    download: bool = download_option()
+    model: str = option("dcgan", "network", choices=("dcgan",), group=MODEL)
+    conditional: bool = option(False, "condition G and D on the class (needs labels)", group=MODEL)
+    latent_dim: int = latent_dim_option(64, "noise dimension")
+    width: int = width_option(32, "base channel count of G and D")
+    d_lr: float | None = option(None, "discriminator learning rate", low=1e-9, high=10.0, group=MODEL,
+                                default_help="--lr")
+    augment: str = option("auto", "DiffAugment (translate + cutout on all D inputs); auto = on for training sets "
+                                  "under 10,000 images, where D otherwise memorises the data",
+                          choices=("auto", "on", "off"), group=MODEL)
+    image_size: int | None = image_size_option()
+    fd_classifier: str = option("auto", "lensforge classifier whose features define the Frechet distance: a "
+                                        "classify run folder or weights, 'auto' (train a small CNN on the same data "
+                                        "first) or 'none'", metavar="RUN_OR_WEIGHTS", group=QUALITY)
+    fd_samples: int = option(2000, "samples per Frechet distance", low=10, high=100_000, group=QUALITY)
+
+
+@dataclass(kw_only=True)
+class SampleOptions:
+    weights: str = weights_option()
+    n: int = sample_count_option(64)
+    label: str | None = option(None, "class name to generate (conditional models)", default_help="cycle the classes")
+    seed: int = option(0, "random seed of the draws", low=0, high=2 ** 63 - 1)
+    out: str = option("gan_samples.png", "PNG grid to write")
+    each: str | None = option(None, "also write every sample as DIR/sample_NNNN.png", metavar="DIR")
+    device: str = device_option()
+
+
+CLI = TaskCLI("gan", "generative adversarial networks (DCGAN), with a Frechet-distance score", (
+    Verb("train", "train a DCGAN and write a run folder with per-epoch samples and report",
+         (GANOptions, TrainConfig, RunOptions), "lensforge.cli.gan:train", RECIPES["gan"],
+         description="train a DCGAN and write a run folder with per-epoch samples and report. The GAN has no "
+                     "validation split: best.pt is the epoch with the lowest Frechet distance to training images, "
+                     "and --early-stop is refused. " + PRECISION_NOTE),
+    Verb("sample", "generate N images into a PNG grid (and optionally one file each)", (SampleOptions,),
+         "lensforge.cli.gan:sample"),
+))
