@@ -223,7 +223,6 @@ def run(task_cls: type[TrainableTask], data: str | None = None, *, out: str | Pa
             print(line, file=sys.stderr)
         if task.choices:
             print("recipe adapted to the data: " + "; ".join(task.choices), file=sys.stderr)
-        task.run_dir = run_dir   # for tasks that write per-epoch files (previews) during training
         interrupts.point("run:before-fit")
         result = fit(task, cfg, run_dir, resume=state)
     except BaseException:
