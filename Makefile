@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.lensforge-installed
 
-.PHONY: setup demo test bench clean browser
+.PHONY: setup demo test bench clean browser serve-demo
 
 setup: $(STAMP)
 
@@ -27,6 +27,11 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } ; } || \
 		echo "chromium not installed: the browser test will be skipped"
+
+# Serves the demo run (trained first if missing) at http://127.0.0.1:8000/
+serve-demo: $(STAMP)
+	@[ -f runs/demo/weights/best.pt ] || $(MAKE) demo
+	$(BIN)/lensforge serve runs/demo
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info
