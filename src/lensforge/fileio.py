@@ -2,16 +2,48 @@
 
 Every artefact lensforge writes (checkpoints, CSVs, reports, downloads) goes through a temporary
 file in the same directory followed by `os.replace`, so a crash or Ctrl-C leaves either the old
-file or the new one, never a truncated mix.
+file or the new one, never a truncated mix. The file ends with the permissions a plain `open()`
+would have given it (0666 minus the umask, or the mode of the file it replaces), not mkstemp's
+private 0600.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import stat
 import tempfile
+import threading
 from pathlib import Path
 from typing import IO, Iterator
+
+
+_umask_lock = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux tells it (/proc, kernel >= 4.7);
+    elsewhere set-and-restore under a lock (os.umask has no read-only form)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _umask_lock:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def _open_mode(path: Path) -> int:
+    """Permissions `open(path, "w")` would leave: an existing file keeps its own, a new one gets
+    0666 & ~umask."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return 0o666 & ~current_umask()
 
 
 @contextlib.contextmanager
@@ -22,6 +54,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode) as f:
+            if hasattr(os, "fchmod"):  # mkstemp makes 0600; outputs are meant to be read by others
+                os.fchmod(f.fileno(), _open_mode(path))
             yield f
             f.flush()
             os.fsync(f.fileno())

@@ -2,7 +2,10 @@
 
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, saved atomically and
 read back with `torch.load(weights_only=True)`: a file that smuggles a pickled object (code that
-would run on load) is refused before anything in it executes.
+would run on load) is refused before anything in it executes. A Ctrl-C or SIGTERM that arrives
+while a checkpoint is written is held until the file is complete, then delivered
+(engine/interrupts.py): an interrupt inside torch.save's zip writer otherwise ends in a second,
+unrelated exception and a traceback instead of the saved position.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import torch
 
 from ..errors import CheckpointError, UsageError
 from ..fileio import atomic_open
+from . import interrupts
 
 FORMAT = "lensforge-checkpoint"
 VERSION = 1
@@ -34,10 +38,25 @@ def _plain(obj):
     raise TypeError(f"cannot store {type(obj).__name__} in a checkpoint")
 
 
+class _Writes:
+    """The file torch.save writes to, with an instrumentation point inside each write, so tests
+    can deliver a signal from deep inside the zip writer (where the real ones landed)."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def write(self, data) -> int:
+        interrupts.point("checkpoint:write")
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 def save_checkpoint(path: str | Path, payload: dict) -> None:
     payload = _plain({"format": FORMAT, "version": VERSION, **payload})
-    with atomic_open(path, "wb") as f:
-        torch.save(payload, f)
+    with interrupts.deferred(), atomic_open(path, "wb") as f:
+        torch.save(payload, _Writes(f))
 
 
 def load_checkpoint(path: str | Path, task: str | None = None) -> dict:

@@ -229,18 +229,22 @@ def run(task_cls: type[TrainableTask], data: str | None = None, *, out: str | Pa
         if created and not (run_dir / "weights" / "last.pt").exists():
             shutil.rmtree(run_dir, ignore_errors=True)   # a failed start leaves nothing behind
         raise
-    task.model.load_state_dict(result.best_state)
-    task.model.eval()
-    interrupts.point("run:before-report")
-    results = {"best_epoch": result.best_epoch, "epochs_run": len(result.history),
-               "train_seconds": round(result.train_seconds, 2), **rt.describe()}
-    results.update(task.final_results(run_dir, result))
-    updates = task.best_meta_updates()
-    if updates:
-        best_path = run_dir / "weights" / "best.pt"
-        best = load_checkpoint(best_path, task=task_cls.name)
-        save_checkpoint(best_path, {**{k: v for k, v in best.items() if k not in ("format", "version")}, **updates})
-    finish(run_dir, task.title(), results, config, task.figures, result.history, task.tables)
+    try:
+        task.model.load_state_dict(result.best_state)
+        task.model.eval()
+        interrupts.point("run:before-report")
+        results = {"best_epoch": result.best_epoch, "epochs_run": len(result.history),
+                   "train_seconds": round(result.train_seconds, 2), **rt.describe()}
+        results.update(task.final_results(run_dir, result))
+        updates = task.best_meta_updates()
+        if updates:
+            best_path = run_dir / "weights" / "best.pt"
+            best = load_checkpoint(best_path, task=task_cls.name)
+            save_checkpoint(best_path, {**{k: v for k, v in best.items() if k not in ("format", "version")}, **updates})
+        finish(run_dir, task.title(), results, config, task.figures, result.history, task.tables)
+    except KeyboardInterrupt:
+        raise interrupts.Interrupted(f"interrupted while writing the report; training is complete; "
+                                     f"--resume {run_dir} writes it again") from None
     return Run(run_dir, results, result.history)
 
 
@@ -314,8 +318,9 @@ def _resumed(task_cls, run_dir: Path, options: dict, data) -> tuple[Any, TrainCo
         if epochs != cfg.epochs:
             print(f"{run_dir}: extending the run from {cfg.epochs} to {epochs} epochs", file=sys.stderr)
         cfg.epochs = epochs
-    elif done >= cfg.epochs:
-        print(f"{run_dir}: all {cfg.epochs} epochs already done; re-running the final report "
+    elif done >= cfg.epochs or state.get("stopped_early"):
+        why = "stopped early" if state.get("stopped_early") and done < cfg.epochs else f"all {cfg.epochs} epochs done"
+        print(f"{run_dir}: the run is finished ({why} at epoch {done}); re-running the final report "
               f"(pass --epochs N to train further)", file=sys.stderr)
     return opts, cfg, state, run_dir
 
