@@ -59,6 +59,26 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
         torch.save(payload, _Writes(f))
 
 
+def load_weights_only(path: Path, what: str = "checkpoint"):
+    """`torch.load(weights_only=True)` of any file (lensforge checkpoints, third-party state dicts);
+    every failure is one CheckpointError naming the file. torch reports garbage bytes and smuggled
+    objects through one exception type: only an unsupported/blocked global is a pickled object."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about protocols of foreign pickles
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        globals_ = [l.strip() for l in str(e).splitlines()
+                    if "global" in l.lower() and ("unsupported" in l.lower() or "blocked" in l.lower())]
+        if globals_:
+            raise CheckpointError(f"{path}: refused to load: the file contains pickled objects that are not "
+                                  f"plain weights ({globals_[0][:160]})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch {what} (unrecognised data)") from None
+    except Exception as e:  # torch raises many types (KeyError for text files, RuntimeError, ...)
+        detail = (str(e).splitlines() or [""])[0][:160]
+        raise CheckpointError(f"{path}: not a readable PyTorch {what} ({type(e).__name__}: {detail})") from None
+
+
 def load_checkpoint(path: str | Path, task: str | None = None) -> dict:
     """Load and validate a lensforge checkpoint; any problem becomes a one-line CheckpointError."""
     path = Path(path)
@@ -69,19 +89,7 @@ def load_checkpoint(path: str | Path, task: str | None = None) -> dict:
                 break
     if not path.is_file():
         raise UsageError(f"{path}: no such weights file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch warns about protocols of foreign pickles
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        globals_ = [l.strip() for l in str(e).splitlines() if "global" in l.lower() and ("unsupported" in l.lower() or "blocked" in l.lower())]
-        if globals_:
-            raise CheckpointError(f"{path}: refused to load: the file contains pickled objects that are not "
-                                  f"plain weights ({globals_[0][:160]})") from None
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (unrecognised data)") from None
-    except Exception as e:  # torch raises many types (KeyError for text files, RuntimeError, ...)
-        detail = (str(e).splitlines() or [""])[0][:160]
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {detail})") from None
+    ckpt = load_weights_only(path, "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a lensforge checkpoint (no '{FORMAT}' marker)")
     if ckpt.get("version", 0) > VERSION:

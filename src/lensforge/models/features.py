@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,23 +158,9 @@ def detect_arch(state: dict) -> str:
 def _read_state(path: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such weights file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch warns about protocols of foreign pickles
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        # The same rule as engine.checkpoint.load_checkpoint: torch reports garbage bytes and smuggled
-        # objects through one exception; only an unsupported/blocked global is a pickled object.
-        # TODO(engine): share one `load_weights_only` helper with load_checkpoint (see the report).
-        globals_ = [l.strip() for l in str(e).splitlines()
-                    if "global" in l.lower() and ("unsupported" in l.lower() or "blocked" in l.lower())]
-        if globals_:
-            raise CheckpointError(f"{path}: refused to load: the file contains pickled objects that are not "
-                                  f"plain weights ({globals_[0][:160]})") from None
-        raise CheckpointError(f"{path}: not a readable PyTorch weights file (unrecognised data)") from None
-    except Exception as e:  # noqa: BLE001 -- garbage bytes surface as KeyError, IndexError, ... from the unpickler
-        detail = (str(e).splitlines() or [""])[0][:160]
-        raise CheckpointError(f"{path}: not a readable PyTorch weights file ({type(e).__name__}: {detail})") from None
+    from ..engine.checkpoint import load_weights_only
+
+    state = load_weights_only(path, "weights file")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
