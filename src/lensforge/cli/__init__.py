@@ -29,10 +29,6 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-#: CLI modules not yet generated from specs (being converted).
-LEGACY: list[str] = []
-
-
 def task_specs() -> list:
     """Every task's TaskCLI, from the torch-free lensforge.specs modules."""
     from ..specs import SPECS
@@ -58,10 +54,6 @@ def build_parser(specs=None) -> Parser:
             for cls in verb.options:
                 add_options(v, cls, verb.defaults)
             v.set_defaults(_verb=verb)
-    for mod in LEGACY:
-        legacy = importlib.import_module(mod)
-        if hasattr(legacy, "register"):
-            legacy.register(sub)
     return parser
 
 
@@ -72,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     specs = task_specs()
     parser = build_parser(specs)
     args = parser.parse_args(_with_default_verb(list(sys.argv[1:] if argv is None else argv), specs))
-    verb = getattr(args, "_verb", None)
+    verb = args._verb
     # From here on a Ctrl-C or SIGTERM, wherever it lands, ends as one line and exit 130: the
     # first one raises KeyboardInterrupt (fit turns it into Interrupted after saving last.pt), any
     # later one is held so that the clean-up and the last line cannot become a traceback. As a
@@ -83,10 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     with interrupts.catch(ignore_after=argv is None):
         try:
             try:
-                if verb is None:
-                    code, message = int(args.func(args) or 0), None
-                else:
-                    code, message = int(handler(verb.handler)(given(args, *verb.options)) or 0), None
+                code, message = int(handler(verb.handler)(given(args, *verb.options)) or 0), None
             except interrupts.Interrupted as e:
                 code, message = 130, f"lensforge: {e}"
             except LensforgeError as e:
