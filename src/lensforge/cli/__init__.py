@@ -61,9 +61,19 @@ def main(argv: list[str] | None = None) -> int:
     from ..engine import interrupts  # torch-free
     from ..options import given, handler
 
+    raw = list(sys.argv[1:] if argv is None else argv)
+    if "--nproc" in raw:   # `lensforge TASK train --nproc N`: the same command under torchrun
+        from ..engine.distributed import relaunch_with_torchrun
+        try:
+            code = relaunch_with_torchrun(raw)
+        except LensforgeError as e:
+            print(f"lensforge: error: {e}", file=sys.stderr)
+            return e.exit_code
+        if code is not None:
+            return code
     specs = task_specs()
     parser = build_parser(specs)
-    args = parser.parse_args(_with_default_verb(list(sys.argv[1:] if argv is None else argv), specs))
+    args = parser.parse_args(_with_default_verb(raw, specs))
     verb = args._verb
     # From here on a Ctrl-C or SIGTERM, wherever it lands, ends as one line and exit 130: the
     # first one raises KeyboardInterrupt (fit turns it into Interrupted after saving last.pt), any

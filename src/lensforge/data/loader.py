@@ -2,6 +2,12 @@
 
 Shuffling and augmentation draw from generators seeded by (seed, epoch, step), so an
 interrupted run can restart at any step and see exactly the batches it would have seen.
+
+Distributed training (`shard(rank, world)`, called by the engine): every rank draws the same
+seeded permutation per epoch and takes its own slice of each *global* batch, so the ranks together
+see exactly the batches a single process would (no image twice per epoch, none skipped beyond the
+last partial batch), `--batch-size` keeps meaning the global batch, and a folder dataset
+(FileSet) decodes only its rank's files.
 """
 from __future__ import annotations
 
@@ -30,10 +36,24 @@ class Batches:
         self.data, self.batch_size, self.device = data, batch_size, torch.device(device)
         self.shuffle, self.augment, self.seed = shuffle, augment, seed
         self.drop_last = drop_last and len(data) > batch_size
+        self.rank, self.world = 0, 1
+
+    def shard(self, rank: int, world: int) -> "Batches":
+        """Give this process (rank of world) its slice of every global batch; the global batch
+        must split evenly so every rank's gradient weighs the same."""
+        if world > 1 and self.batch_size % world:
+            raise ValueError(f"the batch size {self.batch_size} does not split evenly over {world} processes")
+        if world > 1 and len(self) == 0:
+            raise ValueError(f"{len(self.data)} training images are fewer than one batch per process")
+        self.rank, self.world = rank, world
+        return self
 
     def __len__(self) -> int:
         n = len(self.data)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        steps = n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        if self.world > 1 and not self.drop_last and 0 < n % self.batch_size < self.world:
+            steps -= 1   # a last batch smaller than the process count would leave a rank without images
+        return steps
 
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         """Batches of one epoch, beginning at batch index `start` (for exact mid-epoch resume)."""
@@ -41,11 +61,14 @@ class Batches:
         order = torch.randperm(n, generator=_gen(self.seed, epoch)) if self.shuffle else torch.arange(n)
         for step in range(start, len(self)):
             idx = order[step * self.batch_size:(step + 1) * self.batch_size]
+            if self.world > 1:
+                idx = idx.tensor_split(self.world)[self.rank]
             x, y = self.data.take(idx)
             x = x.to(self.device, non_blocking=True)
             if self.augment is not None:
+                keys = (self.seed, epoch, step, 7) if self.world == 1 else (self.seed, epoch, step, 7, self.rank)
                 x = augment_batch(x, translate=self.augment.translate, flip=self.augment.flip,
-                                  cutout_size=self.augment.cutout, generator=_gen(self.seed, epoch, step, 7))
+                                  cutout_size=self.augment.cutout, generator=_gen(*keys))
             x = x.float().div_(255)
             yield x, (y.to(self.device, non_blocking=True) if y is not None else None)
 

@@ -14,7 +14,7 @@ TRAIN = "training"
 @dataclass
 class TrainConfig:
     epochs: int = option(10, "epochs to train", low=1, high=100000, group=TRAIN)
-    batch_size: int = option(128, "global batch size (images per optimiser step)", low=1, high=65536, group=TRAIN)
+    batch_size: int = option(128, "global batch size: images per optimiser step, over all processes of a distributed run", low=1, high=65536, group=TRAIN)
     lr: float = option(2e-3, "peak learning rate", low=1e-9, high=10.0, group=TRAIN)
     optimizer: str = option("adamw", "adamw, or sgd with Nesterov momentum", choices=("adamw", "sgd"), group=TRAIN)
     weight_decay: float | None = option(None, "weight decay", low=0.0, high=1.0, group=TRAIN,
@@ -35,6 +35,10 @@ class TrainConfig:
                             choices=("auto", "bf16", "fp16", "fp32"), group=TRAIN)
     compile: bool = option(False, "torch.compile the model (10-25 s start-up)", group=TRAIN)
     progress: bool = option(True, "progress bars", negative="--no-progress", group=TRAIN)
+    nproc: int = option(1, "train in N data-parallel processes on this machine (starts torchrun; --batch-size stays "
+                           "the global batch); for several machines run torchrun yourself", low=1, high=1024, group=TRAIN)
+    sync_bn: bool = option(False, "distributed runs: batch-norm statistics over the global batch (CUDA only)",
+                           group=TRAIN)
 
     def __post_init__(self):
         if self.weight_decay is None:

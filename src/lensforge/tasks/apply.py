@@ -139,6 +139,23 @@ def finish_records(records: Sequence[Record], what: str = "file(s)") -> int:
     return 1 if failed else 0
 
 
+def accepts_onnx(task: str):
+    """Decorator for a task's `load(weights, device)`: a `.onnx` path (from `lensforge export`) gives
+    the same loaded-model class over an onnxruntime session (lensforge.export.runtime), so every
+    apply verb runs exported models with the same preprocessing and outputs."""
+    import functools
+
+    def wrap(load_fn):
+        @functools.wraps(load_fn)
+        def load(weights, device: str = "auto"):
+            if str(weights).lower().endswith(".onnx"):
+                from ..export.runtime import load as load_onnx
+                return load_onnx(weights, task=task, device=device)
+            return load_fn(weights, device)
+        return load
+    return wrap
+
+
 def to_uint8(image: Any) -> np.ndarray:
     """(C,H,W) float tensor/array in [0,1], or (H,W[,C]) uint8, to (H,W) or (H,W,3) uint8."""
     if hasattr(image, "detach"):

@@ -36,7 +36,7 @@ from ..data.preprocess import PreprocessSpec, load_and_prepare
 from ..engine.device import Runtime
 from ..errors import UsageError
 from ..specs.autoencode import AutoencodeOptions
-from .apply import InputFile, Record, save_image, unique_stems, write_records_csv, write_table_csv
+from .apply import accepts_onnx, InputFile, Record, save_image, unique_stems, write_records_csv, write_table_csv
 from .generative_common import (GenerativeTask, as_inputs, first_images, load_generative, load_images, map_batches,
                                 psnr, read_inputs, save_grid)
 from .lifecycle import Run, run
@@ -194,6 +194,7 @@ class Autoencoder:
         return load_and_prepare(f.source(), PreprocessSpec(self.spec.size, self.spec.channels, "resize"), name=f.name)
 
 
+@accepts_onnx(TASK)
 def load(weights: str | Path, device: str = "auto") -> Autoencoder:
     return Autoencoder(weights, device)
 

@@ -23,7 +23,7 @@ from ..engine.checkpoint import load_checkpoint
 from ..engine.device import Runtime, select_runtime
 from ..errors import DataError, UsageError
 from ..specs.classify import ClassifyOptions
-from .apply import InputFile, Record, write_records_csv, write_table_csv
+from .apply import InputFile, Record, accepts_onnx, write_records_csv, write_table_csv
 from .common import data_summary, restore_model, split_sizes
 from .lifecycle import Run, TrainableTask, run
 
@@ -270,8 +270,10 @@ def _to_array(item) -> np.ndarray:
     return arr
 
 
+@accepts_onnx(TASK)
 def load(weights: str | Path, device: str = "auto") -> Classifier:
-    """Load a trained classifier (a .pt file or a run folder) safely (weights_only)."""
+    """Load a trained classifier (a .pt file or a run folder) safely (weights_only), or an exported
+    .onnx file run by onnxruntime (same predict API and outputs: lensforge.export.runtime)."""
     return Classifier(load_checkpoint(weights, task=TASK), device=device)
 
 

@@ -38,7 +38,7 @@ from ..engine.device import Runtime, select_runtime
 from ..errors import DataError, LensforgeError, UsageError
 from ..options import make
 from ..specs.colorize import ApplyOptions, ColorizeOptions
-from .apply import InputFile, Record, expand_inputs, save_image, unique_stems
+from .apply import accepts_onnx, InputFile, Record, expand_inputs, save_image, unique_stems
 from .common import data_summary, restore_model, split_sizes
 from .lifecycle import Run, TrainableTask, run
 
@@ -523,6 +523,7 @@ class Colorizer:
         return records
 
 
+@accepts_onnx(TASK)
 def load(weights: str | Path, device: str = "auto") -> Colorizer:
     """Load a trained colouriser (a .pt file or a run folder) safely (weights_only)."""
     return Colorizer(load_checkpoint(weights, task=TASK), device=device)

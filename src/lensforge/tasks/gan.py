@@ -34,6 +34,7 @@ from ..errors import DataError, UsageError
 from ..models import create_model
 from ..specs.gan import GANOptions
 from .generative_common import GenerativeTask, load_generative, save_grid
+from .apply import accepts_onnx
 from .lifecycle import Run, run
 
 TASK = "gan"
@@ -397,5 +398,6 @@ class GANGenerator:
         return self.classes.index(name)
 
 
+@accepts_onnx(TASK)
 def load(weights: str | Path, device: str = "auto") -> GANGenerator:
     return GANGenerator(weights, device)

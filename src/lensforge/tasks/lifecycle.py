@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from ..engine import distributed
 from ..engine.checkpoint import load_checkpoint, save_checkpoint
 from ..engine.config import RunOptions, TrainConfig
 from ..engine.device import Runtime, select_runtime
@@ -202,6 +203,7 @@ def run(task_cls: type[TrainableTask], data: str | None = None, *, out: str | Pa
         state, run_dir, created = None, None, True
     if cfg.precision == "auto" and task_cls.cpu_auto_precision and select_runtime(cfg.device, "fp32").device.type == "cpu":
         cfg.precision = task_cls.cpu_auto_precision
+    ctx = distributed.init(cfg.device)          # torchrun: join the group; a single process: nothing
     rt = select_runtime(cfg.device, cfg.precision)
     task = task_cls(opts, cfg, rt, state, frozenset(options))
     check_memory(task, cfg)
@@ -210,29 +212,38 @@ def run(task_cls: type[TrainableTask], data: str | None = None, *, out: str | Pa
             raise UsageError(f"--{name.replace('_', '-')}: {task_cls.name} has no validation split here to watch"
                              + (" (add --val-fraction)" if hasattr(opts, "val_fraction") else ""))
     if run_dir is None:
-        run_dir = new_run_dir(task_cls.name, task.run_name(), run_opts.out)
+        # rank 0 picks (and creates) the folder, the others learn its name: only rank 0 writes there
+        run_dir = Path(distributed.broadcast(str(new_run_dir(task_cls.name, task.run_name(), run_opts.out))
+                                             if ctx.main else None))
     config = {"task": task_cls.name, **asdict(opts), "train": asdict(cfg), "runtime": rt.describe(),
               "model_name": task.model_name, "model_kwargs": task.model_kwargs, **task.config_extra()}
     if task.choices:
         config["recipe_adapted"] = task.choices
+    if ctx.active:
+        config["processes"] = ctx.world    # distributed: --batch-size is the global batch over these
     try:
-        task.start(run_dir)
-        write_config(run_dir, config)
+        if ctx.main:
+            task.start(run_dir)
+            write_config(run_dir, config)
+        else:
+            TrainableTask.start(task, run_dir)
         line = task.summary()
-        if line and state is None:
+        if line and state is None and ctx.main:
             print(line, file=sys.stderr)
-        if task.choices:
+        if task.choices and ctx.main:
             print("recipe adapted to the data: " + "; ".join(task.choices), file=sys.stderr)
         interrupts.point("run:before-fit")
         result = fit(task, cfg, run_dir, resume=state)
     except BaseException:
-        if created and not (run_dir / "weights" / "last.pt").exists():
+        if created and ctx.main and not (run_dir / "weights" / "last.pt").exists():
             shutil.rmtree(run_dir, ignore_errors=True)   # a failed start leaves nothing behind
         raise
     try:
         task.model.load_state_dict(result.best_state)
         task.model.eval()
         interrupts.point("run:before-report")
+        if not ctx.main:   # the report is rank 0's; the others end with its figures
+            return Run(run_dir, distributed.broadcast(None), result.history)
         results = {"best_epoch": result.best_epoch, "epochs_run": len(result.history),
                    "train_seconds": round(result.train_seconds, 2), **rt.describe()}
         results.update(task.final_results(run_dir, result))
@@ -242,6 +253,7 @@ def run(task_cls: type[TrainableTask], data: str | None = None, *, out: str | Pa
             best = load_checkpoint(best_path, task=task_cls.name)
             save_checkpoint(best_path, {**{k: v for k, v in best.items() if k not in ("format", "version")}, **updates})
         finish(run_dir, task.title(), results, config, task.figures, result.history, task.tables)
+        distributed.broadcast(results)
     except KeyboardInterrupt:
         raise interrupts.Interrupted(f"interrupted while writing the report; training is complete; "
                                      f"--resume {run_dir} writes it again") from None

@@ -34,7 +34,7 @@ from ..fileio import write_json
 from ..models.features import FeatureNet, gram, load_feature_net, resolve_weights
 from ..options import make
 from ..specs.stylize import ApplyOptions, GatysOptions, StyleOptions
-from .apply import InputFile, Record, expand_inputs, save_image, to_uint8, unique_stems
+from .apply import accepts_onnx, InputFile, Record, expand_inputs, save_image, to_uint8, unique_stems
 from .colorize import refuse_beyond_memory
 from .common import data_summary, restore_model
 from .lifecycle import Run, TrainableTask, run
@@ -371,6 +371,7 @@ class StyleNet:
         return records
 
 
+@accepts_onnx(TASK)
 def load(weights: str | Path, device: str = "auto") -> StyleNet:
     """Load a trained fast style network (a .pt file or a run folder) safely (weights_only)."""
     return StyleNet(load_checkpoint(weights, task=TASK), device=device)

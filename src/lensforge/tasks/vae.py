@@ -25,6 +25,7 @@ from ..errors import UsageError
 from ..specs.vae import VAEOptions
 from .generative_common import (GenerativeTask, as_inputs, first_images, load_generative, map_batches, read_inputs,
                                 save_grid)
+from .apply import accepts_onnx
 from .lifecycle import Run, run
 
 TASK = "vae"
@@ -180,6 +181,7 @@ class VAEGenerator:
         return read_inputs(as_inputs(files), self.spec)
 
 
+@accepts_onnx(TASK)
 def load(weights: str | Path, device: str = "auto") -> VAEGenerator:
     ckpt, model, rt = load_generative(weights, TASK, device)
     return VAEGenerator(model, rt, PreprocessSpec.from_dict(ckpt["preprocess"]), ckpt.get("classes"))
