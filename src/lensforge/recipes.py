@@ -14,6 +14,10 @@ RECIPES: dict[str, dict] = {
             "monitor": "fd", "mode": "min"},   # fd: Frechet distance to training images (no validation split)
     "colorize": {"epochs": 8, "batch_size": 64, "lr": 2e-3, "monitor": "val_loss", "mode": "min"},
     "stylize": {"epochs": 4, "batch_size": 8, "lr": 3e-3, "monitor": "val_loss", "mode": "min"},
+    # AdamW 2e-3 with a short warm-up and cosine decay, batch 16, EMA 0.998 over ~20 steps/epoch on BCCD,
+    # gradient clipping against early CIoU spikes. Epochs are a first guess until BCCD is timed.
+    "detect": {"epochs": 60, "batch_size": 16, "lr": 2e-3, "weight_decay": 5e-4, "schedule": "cosine", "warmup": 0.05,
+               "ema": 0.998, "clip_grad": 10.0, "monitor": "val_map50", "mode": "max"},
     # An "epoch" is --steps batches from each identity; monitored on held-out faces' reconstruction.
     "faceswap": {"epochs": 20, "batch_size": 16, "lr": 5e-4, "weight_decay": 0.0, "schedule": "cosine", "warmup": 0.02,
                  "monitor": "val_l1", "mode": "min"},
