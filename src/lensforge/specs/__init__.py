@@ -4,4 +4,4 @@
 
 A spec module defines its options dataclasses and `CLI = TaskCLI(...)`; list it in SPECS.
 """
-SPECS = ["classify", "data", "runs", "autoencode", "vae", "gan", "colorize", "stylize", "serve", "export", "faceswap", "detect"]
+SPECS = ["classify", "data", "runs", "autoencode", "vae", "gan", "colorize", "stylize", "serve", "export", "faceswap", "detect", "segment"]
