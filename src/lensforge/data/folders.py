@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import zipfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable
 
 import numpy as np
 import torch
@@ -31,36 +28,12 @@ from .catalog import Augment, Dataset
 from .imageio import IMAGE_EXTENSIONS, image_size
 from .preprocess import PreprocessSpec, load_and_prepare
 from .sets import FileSet, TensorSet, split_off
+from .sources import Source, open_source
 
 SPLIT_NAMES = {"train": "train", "test": "test", "val": "val", "valid": "val", "validation": "val"}
 MEMORY_LIMIT = int(os.environ.get("LENSFORGE_MEMORY_LIMIT", 4 << 30))
 
 
-@dataclass
-class _Source:
-    """Uniform access to files in a folder or a zip: relative posix names and a byte reader."""
-
-    root: Path
-    names: list[str]
-    read: Callable[[str], bytes]
-
-
-def _open_source(root: Path) -> _Source:
-    if root.is_dir():
-        names = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                       if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-                       and not any(part.startswith(".") for part in p.relative_to(root).parts))
-        return _Source(root, names, lambda n: (root / n).read_bytes())
-    if root.suffix.lower() == ".zip":
-        try:
-            zf = zipfile.ZipFile(root)
-        except (zipfile.BadZipFile, OSError) as e:
-            raise DataError(f"{root}: not a readable zip file ({e})") from None
-        names = sorted(n for n in zf.namelist() if not n.endswith("/")
-                       and PurePosixPath(n).suffix.lower() in IMAGE_EXTENSIONS
-                       and not any(p.startswith((".", "__MACOSX")) for p in PurePosixPath(n).parts))
-        return _Source(root, names, zf.read)
-    raise DataError(f"{root}: not a folder or .zip of images")
 
 
 def _layout(names: list[str]) -> tuple[dict[str, list[str]], dict[str, list[str | None]]]:
@@ -93,7 +66,7 @@ def _leaf_names(labels: dict[str, list[str | None]]) -> dict[str, list[str | Non
     return {split: [short.get(l) if l is not None else None for l in ls] for split, ls in labels.items()}
 
 
-def _probe_spec(source: _Source, names: list[str], size, channels, style) -> PreprocessSpec:
+def _probe_spec(source: Source, names: list[str], size, channels, style) -> PreprocessSpec:
     """Pick the model input size and channels from a sample of image headers unless given."""
     sample = names[:: max(1, len(names) // 200)][:200]
     headers = []
@@ -116,14 +89,14 @@ def _probe_spec(source: _Source, names: list[str], size, channels, style) -> Pre
     return PreprocessSpec(tuple(size), int(channels), style)
 
 
-def _cache_path(source: _Source, spec: PreprocessSpec, split: str) -> Path:
+def _cache_path(source: Source, spec: PreprocessSpec, split: str) -> Path:
     st = source.root.stat()
     key = f"{source.root.resolve()}|{st.st_size}|{st.st_mtime_ns}|{spec.to_dict()}|{split}|v1"
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lensforge" / "decoded"
     return base / (hashlib.sha1(key.encode()).hexdigest()[:20] + ".pt")
 
 
-def _decode_all(source: _Source, names: list[str], spec: PreprocessSpec, split: str,
+def _decode_all(source: Source, names: list[str], spec: PreprocessSpec, split: str,
                 skipped: list[str]) -> tuple[torch.Tensor, list[str]]:
     """Decode every image once; unreadable files are skipped and appended to `skipped`
     ("name: reason"), not a crash."""
@@ -162,7 +135,7 @@ def load_folder(path: str | Path, *, size=None, channels=None, style: str = "res
     root = Path(path)
     if not root.exists():
         raise DataError(f"{root}: no such file or folder")
-    source = _open_source(root)
+    source = open_source(root)
     if not source.names:
         raise DataError(f"{root}: contains no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     splits, split_labels = _layout(source.names)

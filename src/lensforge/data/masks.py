@@ -20,16 +20,16 @@ import csv
 import io
 import os
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable
 
 import numpy as np
 from PIL import Image
 
 from ..errors import DataError
 from .imageio import IMAGE_EXTENSIONS, MAX_PIXELS
+from .sources import Source
+from .sources import open_source as open_any_source
 
 IMAGE_DIRS = ("images", "image", "imgs", "img")
 MASK_DIRS = ("masks", "mask", "labels", "label", "annotations", "gt", "groundtruth")
@@ -244,34 +244,8 @@ def encode_colour(mask: np.ndarray, colours: list[tuple[int, int, int]]) -> np.n
 # ----------------------------------------------------------------------------- pairing
 
 
-@dataclass
-class Source:
-    """Files of a folder or zip: relative posix names and a byte reader."""
-
-    root: Path
-    names: list[str]
-    read: Callable[[str], bytes]
-
-
 def open_source(root: str | os.PathLike) -> Source:
-    root = Path(root)
-    if not root.exists():
-        raise DataError(f"{root}: no such file or folder")
-    if root.is_dir():
-        names = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                       if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                       and not any(part.startswith(".") for part in p.relative_to(root).parts))
-        return Source(root, names, lambda n: (root / n).read_bytes())
-    if root.suffix.lower() == ".zip":
-        try:
-            zf = zipfile.ZipFile(root)
-        except (zipfile.BadZipFile, OSError) as e:
-            raise DataError(f"{root}: not a readable zip file ({e})") from None
-        names = sorted(n for n in zf.namelist() if not n.endswith("/")
-                       and PurePosixPath(n).suffix.lower() in IMAGE_EXTENSIONS
-                       and not any(p.startswith((".", "__MACOSX")) for p in PurePosixPath(n).parts))
-        return Source(root, names, zf.read)
-    raise DataError(f"{root}: not a folder or .zip of images and masks")
+    return open_any_source(root, what="images and masks")
 
 
 @dataclass
