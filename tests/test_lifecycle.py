@@ -139,17 +139,23 @@ def test_early_stop_without_validation_is_refused(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
 
 
-def test_memory_need_is_refused_up_front(tmp_path):
+def test_memory_need_is_refused_up_front(tmp_path, monkeypatch):
     from lensforge.errors import UsageError
-    from lensforge.tasks import classify
+    from lensforge.tasks import classify, lifecycle
 
+    monkeypatch.setattr(lifecycle, "_physical_memory", lambda: 24 << 30)  # the same verdict on any machine
     root = tmp_path / "big"
     for c in ("a", "b"):
         (root / c).mkdir(parents=True)
         for i in range(2):
             Image.new("RGB", (40, 40), (i * 100, 0, 0)).save(root / c / f"{i}.png")
-    with pytest.raises(UsageError, match="needs about .* GiB of memory"):
-        classify.train(str(root), image_size=1024, batch_size=4096, epochs=1, out=tmp_path / "r", progress=False)
+    # activations: a small ResNet at 512 px is fine per image, not for 4096 images at once
+    with pytest.raises(UsageError, match="needs about .* GiB of memory .batch 4096"):
+        classify.train(str(root), model="resnet", image_size=512, batch_size=4096, epochs=1, out=tmp_path / "r",
+                       progress=False)
+    # weights: the cnn's dense layer at 1024 px has 2G weights; refused before any is allocated
+    with pytest.raises(UsageError, match="needs about .* GiB of memory for the 2148 M weights of .cnn."):
+        classify.train(str(root), image_size=1024, epochs=1, out=tmp_path / "r", progress=False)
     assert not (tmp_path / "r").exists()
 
 

@@ -73,6 +73,7 @@ class TrainableTask:
         self.setup()
         if resume_state is not None:                   # the network exactly as it was started
             self.model_name, self.model_kwargs = resume_state["model_name"], resume_state["model_kwargs"]
+        check_parameter_memory(self)   # before allocating: a 1024 px cnn has a 2G-weight dense layer
         torch.manual_seed(cfg.seed)
         self.model = self.build_model()
 
@@ -258,6 +259,22 @@ def run(task_cls: type[TrainableTask], data: str | None = None, *, out: str | Pa
         raise interrupts.Interrupted(f"interrupted while writing the report; training is complete; "
                                      f"--resume {run_dir} writes it again") from None
     return Run(run_dir, results, result.history)
+
+
+def check_parameter_memory(task: TrainableTask) -> None:
+    """Count the network's weights on the meta device (no memory allocated) and refuse a network
+    whose weights, gradients and AdamW moments (4 copies) alone exceed 80% of this machine's memory."""
+    total = _physical_memory()
+    try:
+        with torch.device("meta"):
+            params = sum(p.numel() for p in task.build_model().parameters())
+    except Exception:  # a network that cannot be built on meta is checked after building instead
+        return
+    need = params * 4 * 4
+    if total and need > 0.8 * total:
+        raise UsageError(f"this run needs about {need / 2 ** 30:.0f} GiB of memory for the {params / 1e6:.0f} M weights "
+                         f"of {task.model_name!r} at this input size, more than this machine's "
+                         f"{total / 2 ** 30:.0f} GiB: lower --image-size or choose a smaller model")
 
 
 def check_memory(task: TrainableTask, cfg: TrainConfig) -> None:
