@@ -1,7 +1,7 @@
 """Which graphs each task exports, with what inputs, outputs and metadata.
 
 A checkpoint is rebuilt from (model_name, model_kwargs) with `tasks.common.restore_model`, as for
-every .pt load; each task then names one or two *parts* (a graph each):
+every .pt load; each task then names one to three *parts* (a graph each):
 
 | task       | part(s)                 | inputs -> outputs                                               |
 |------------|-------------------------|-----------------------------------------------------------------|
@@ -13,6 +13,8 @@ every .pt load; each task then names one or two *parts* (a graph each):
 | stylize    | stylizer                | images (N,3,H,W) [0,1] -> images [0,1], any H, W                |
 | segment    | segmenter               | images (N,C,H,W) [0,1] -> logits (N,K,H,W), H, W multiples of 2^d |
 | detect     | detector                | images (N,3,S,S) letterboxed [0,1] -> raw head p3, p4, p5       |
+| faceswap   | encoder, decoder-a, -b  | faces (N,3,S,S) aligned crops [0,1] -> codes (N,4w,S/8,S/8);    |
+|            |                         | codes -> faces (N,3,S,S) [0,1], masks (N,1,S,S) [0,1]           |
 
 Images are float32 in [0, 1], NCHW, prepared exactly as in training (the preprocessing spec is in
 the metadata). Fully convolutional graphs (colorize, stylize) take any H and W; the others the
@@ -20,7 +22,13 @@ size they were trained at. The batch axis is 1 unless exported with `--dynamic-b
 Detect's box decoding (DFL expectation, anchors) and class-aware NMS run in the runtime wrapper,
 the same code as for the .pt (detect/nms.py): NMS is data-dependent control flow that the
 TorchScript exporter cannot trace faithfully. Segment's tiling, flip TTA and softmax stay outside the graph (tasks/segment_ops.predict_probs runs
-them around the graph exactly as around the network). Colorize's decoding (annealed mean over the ab bins, with a temperature the user may change at
+them around the graph exactly as around the network). Faceswap keeps its shared encoder and the two
+identity decoders as three graphs, as in the network (a2b = encoder then decoder-b, b2a = encoder then
+decoder-a): the encoder, ~2/3 of the weights (17.4 of 25.2 MB at 64 px, width 32, latent 256), is stored
+once (one graph per direction would hold it twice: 42.6 MB), and a deployment that swaps one way
+needs only the encoder and one decoder. Detection, alignment (the 5-point template is metadata),
+colour matching and blending stay outside, in tasks.faceswap's FrameConverter, the same code as for
+the .pt. Colorize's decoding (annealed mean over the ab bins, with a temperature the user may change at
 apply time) stays outside the graph: the bins, class weights and chosen decoding are metadata.
 """
 from __future__ import annotations
@@ -33,8 +41,8 @@ from torch import nn
 
 from ..errors import CheckpointError, UsageError
 
-#: Tasks `lensforge export` knows; segment/detect/faceswap are added once they have a stable checkpoint.
-TASKS = ("classify", "autoencode", "vae", "gan", "colorize", "stylize", "segment", "detect")
+#: Tasks `lensforge export` knows.
+TASKS = ("classify", "autoencode", "vae", "gan", "colorize", "stylize", "segment", "detect", "faceswap")
 
 
 @dataclass
@@ -105,7 +113,7 @@ def plan_for(ckpt: dict, model: nn.Module) -> Plan:
     task = ckpt.get("task")
     builders = {"classify": _classify, "autoencode": _autoencode, "vae": _vae, "gan": _gan,
                 "colorize": _colorize, "stylize": _stylize, "segment": _segment,
-                "detect": _detect}
+                "detect": _detect, "faceswap": _faceswap}
     if task not in builders:
         raise UsageError(f"export: task {task!r} has no ONNX export (supported: {', '.join(TASKS)})")
     try:
@@ -208,3 +216,32 @@ def _detect(ckpt: dict, model: nn.Module) -> Plan:
             "strides": [int(v) for v in model.strides], "preprocess": {"letterbox": s, "channels": 3},
             "decoding": "DFL box decoding + class-aware NMS outside the graph (lensforge.detect.nms)"}
     return Plan("detect", [Part("detector", model.eval(), (x,), ["images"], outs)], meta)
+
+
+#: faceswap: which decoder draws each direction (a2b draws B's face over A's pose and expression).
+FACESWAP_DIRECTIONS = {"a2b": "decoder-b", "b2a": "decoder-a"}
+
+
+def _faceswap(ckpt: dict, model: nn.Module) -> Plan:
+    from ..faces.align import template_points
+
+    s, margin = int(ckpt["image_size"]), float(ckpt["face_margin"])
+    x = torch.rand(1, 3, s, s, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        code = model.encoder(x)
+    parts = [Part("encoder", model.encoder.eval(), (x,), ["faces"], ["codes"])]
+    parts += [Part(f"decoder-{who}", model.decoders[who].eval(), (code,), ["codes"], ["faces", "masks"])
+              for who in ("a", "b")]
+    opts = ckpt.get("options", {})
+    meta = {**_common(ckpt), "image_size": s, "face_margin": margin, "directions": FACESWAP_DIRECTIONS,
+            "identities": {"a": opts.get("a"), "b": opts.get("b")},
+            # What a deployment outside lensforge needs to cut the crops the encoder expects.
+            "alignment": {"template": [[round(float(v), 4) for v in p] for p in template_points(s, margin)],
+                          "landmarks": ["eye (image left)", "eye (image right)", "nose tip",
+                                        "mouth corner (image left)", "mouth corner (image right)"],
+                          "transform": "least-squares similarity (rotation, uniform scale, shift) of the 5 "
+                                       "detected landmarks onto the template, pixels outside the photo reflected",
+                          "crop": [s, s]},
+            "outputs_meaning": "faces: the swapped face as an RGB crop in [0,1]; masks: the network's face mask "
+                               "in [0,1] (convert --mask learned blends with it)"}
+    return Plan("faceswap", parts, meta)

@@ -138,7 +138,7 @@ def load(weights: str | Path, task: str | None = None, device: str = "auto") -> 
     parts = {meta["part"]: main, **_parts(path, meta, device)}
     loader = {"classify": _classifier, "autoencode": _autoencoder, "vae": _vae, "gan": _gan,
               "colorize": _colorizer, "stylize": _stylizer, "segment": _segmenter,
-              "detect": _detector}.get(meta["task"])
+              "detect": _detector, "faceswap": _faceswapper}.get(meta["task"])
     if loader is None:
         raise CheckpointError(f"{path}: task {meta['task']!r} has no onnxruntime loader in this lensforge")
     return loader(meta, parts)
@@ -312,3 +312,45 @@ def _detector(meta: dict, parts: dict):
 
     graph = _Graph(parts["detector"], nc=int(meta["nc"]), reg_max=int(meta["reg_max"]), strides=list(meta["strides"]))
     return Detector(graph, list(meta["classes"]), int(meta["image_size"]), torch.device("cpu"))
+
+
+class _SwapModel:
+    """FaceSwapNet's call and `swap` over the exported encoder and the two decoder graphs."""
+
+    def __init__(self, parts: dict, directions: dict):
+        self.encoder = parts["encoder"]
+        self.decoders = {"a": parts["decoder-a"], "b": parts["decoder-b"]}
+        # direction -> the decoder graph that draws it, as the export wrote it ({"a2b": "decoder-b", ...})
+        self.by_direction = {d: parts[role] for d, role in directions.items()}
+
+    def eval(self):
+        return self
+
+    def to(self, *args, **kwargs):
+        return self
+
+    def __call__(self, x, identity: str = "a"):
+        return self.decoders[identity](self.encoder(x))
+
+    def swap(self, x, direction: str):
+        if direction not in self.by_direction:
+            raise ValueError(f"direction must be a2b or b2a, not {direction!r}")
+        return self.by_direction[direction](self.encoder(x))
+
+
+def _faceswapper(meta: dict, parts: dict):
+    from ..tasks.faceswap import FaceSwapper
+
+    _need(parts, "encoder", "decoder-a", "decoder-b")
+
+    class OnnxFaceSwapper(FaceSwapper):
+        """tasks.faceswap.FaceSwapper over onnxruntime: FrameConverter (detection, alignment, colour
+        matching, blending) and convert() run unchanged around the three graphs."""
+
+        def __init__(self):
+            self.meta, self.rt = meta, _cpu_runtime()
+            self.model = _SwapModel(parts, meta["directions"])
+            self.size = int(meta["image_size"])
+            self.margin = float(meta["face_margin"])
+
+    return OnnxFaceSwapper()

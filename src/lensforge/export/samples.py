@@ -48,6 +48,8 @@ def real_inputs(plan: Plan, n: int = 64) -> tuple[dict[str, tuple], str]:
     meta, task = plan.meta, plan.task
     g = torch.Generator().manual_seed(0)
     images, note = None, ""
+    if task == "faceswap":
+        return faceswap_inputs(plan)
     if task == "detect":
         try:
             images = detect_images(meta)
@@ -144,3 +146,24 @@ def detect_images(meta: dict, n: int = 4) -> torch.Tensor:
         boxed, _, _ = letterbox(read_image(s.read(), "RGB", name=s.name), int(meta["image_size"]))
         out.append(torch.from_numpy(np.ascontiguousarray(boxed)).permute(2, 0, 1))
     return torch.stack(out).float() / 255
+
+
+def faceswap_inputs(plan: Plan, n: int = 8) -> tuple[dict[str, tuple], str]:
+    """Up to `n` aligned faces of each identity, re-cut to the network's size and margin as training
+    reads them, for the encoder; the codes it makes of them for both decoders."""
+    from ..tasks.faceswap import load_face_set
+
+    meta = plan.meta
+    s, margin = int(meta["image_size"]), float(meta["face_margin"])
+    opts = meta.get("options") or {}
+    try:
+        sets = [load_face_set(opts[k], s, margin) for k in ("a", "b")]
+        x = torch.cat([f.images[:n] for f in sets]).float() / 255
+        note = f"{len(x)} aligned faces of {opts['a']} and {opts['b']}"
+    except (LensforgeError, OSError, KeyError) as e:
+        x = torch.rand(2 * n, 3, s, s, generator=torch.Generator().manual_seed(0))
+        note = f"seeded random inputs (the run's face sets could not be read here: {e})"
+    encoder = next(p for p in plan.parts if p.role == "encoder")
+    with torch.no_grad():
+        codes = encoder.module(x)
+    return {p.role: (x,) if p is encoder else (codes,) for p in plan.parts}, note

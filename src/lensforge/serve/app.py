@@ -149,10 +149,10 @@ async def _send_json(send, code: int, message: str) -> None:
 
 # ----------------------------------------------------------------------------- the app
 
-def _png_b64(image) -> str:
+def _png_b64(image, text: dict[str, str] | None = None) -> str:
     from ..tasks.apply import encode_image
 
-    return base64.b64encode(encode_image(image, "PNG")).decode("ascii")
+    return base64.b64encode(encode_image(image, "PNG", text)).decode("ascii")
 
 
 def _parse_options(text: Optional[str]) -> dict:
@@ -283,7 +283,7 @@ def _run(m: Adapter, upload: Upload | None, opts) -> tuple[dict, dict, float]:
     t0 = time.perf_counter()
     with torch.inference_mode():
         out = m.run(upload, opts)
-    images = {k: _png_b64(v) for k, v in out.images.items()}
+    images = {k: _png_b64(v, out.text.get(k)) for k, v in out.images.items()}
     return _jsonable(out.result), images, time.perf_counter() - t0
 
 

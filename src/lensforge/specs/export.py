@@ -19,7 +19,8 @@ OPSET_LOW, OPSET_HIGH = 13, 20
 class ExportOptions:
     weights: str = weights_option()
     format: str = option("onnx", "file format", choices=FORMATS)
-    out: str | None = option(None, "output file; an encoder/decoder export also writes FILE's stem + -decoder.onnx",
+    out: str | None = option(None, "output file; a multi-part export (encoder/decoder, faceswap's two "
+                             "decoders) also writes FILE's stem + -PART.onnx",
                              metavar="FILE", default_help="the weights file with suffix .onnx")
     dynamic_batch: bool = option(False, "let the graph take any batch size (else batch 1)")
     opset: int = option(17, "ONNX opset", low=OPSET_LOW, high=OPSET_HIGH)

@@ -41,7 +41,7 @@ from ..faces.training import WarpSettings, augment_pair, faceswap_loss
 from ..faces.video import VideoReader, VideoWriter
 from ..options import make
 from ..specs.faceswap import ConvertOptions, ExtractOptions, FaceswapOptions
-from .apply import Record, expand_inputs, unique_stems, write_records_csv
+from .apply import Record, accepts_onnx, expand_inputs, unique_stems, write_records_csv
 from .common import restore_model
 from .lifecycle import Run, TrainableTask, run
 
@@ -333,6 +333,7 @@ class FaceSwapper:
         return faces, mask[:, 0].float().cpu().numpy()
 
 
+@accepts_onnx(TASK)
 def load(weights: str | Path, device: str = "auto") -> FaceSwapper:
     return FaceSwapper(load_checkpoint(weights, task=TASK), device)
 

@@ -195,7 +195,7 @@ function render(body) {
       ["class", "share"]));
   } else {
     out.appendChild(table(Object.entries(res).map(([k, v]) => ({ name: k, value: typeof v === "number" ?
-      +v.toFixed(5) : String(v) })), ["name", "value"]));
+      +v.toFixed(5) : (v !== null && typeof v === "object" ? JSON.stringify(v) : String(v)) })), ["name", "value"]));
   }
   for (const [name, b64] of Object.entries(body.images)) {
     const fig = document.createElement("figure");
