@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import SHARED
 from lensforge.data.boxes import load_detection, sanitise, Sanity
-from lensforge.errors import DataError
+from lensforge.errors import DataError, UsageError
 
 BCCD = SHARED / "bccd-voc.zip"
 needs_bccd = pytest.mark.skipif(not BCCD.exists(), reason="shared BCCD data absent")
@@ -169,7 +169,7 @@ def test_voc_broken_xml_and_missing_folder(tmp_path):
     (tmp_path / "Annotations" / "a.xml").write_text("<annotation><object>")
     with pytest.raises(DataError, match=r"Annotations/a.xml: not valid XML"):
         load_detection(tmp_path)
-    with pytest.raises(DataError, match="no such file or folder"):
+    with pytest.raises(UsageError, match="no such file or folder"):
         load_detection(tmp_path / "nope")
 
 

@@ -91,6 +91,12 @@ def test_scores_and_adapted_rand():
     thin = cells.copy()
     thin[:, 9] = 0                     # thicker predicted membrane: same regions, tiny error
     assert adapted_rand(thin, cells) < 0.1
+    thick = cells.copy()
+    thick[:, 6:14] = 0                 # a membrane drawn 8 px wide: border thinning gives the pixels back
+    assert adapted_rand(thick, cells) < 0.02 < adapted_rand(thick, cells, thin=False)
+    leak = thick.copy()
+    leak[4, 6:14] = 1                  # one open pixel row merges the cells: thinning must not hide it
+    assert adapted_rand(leak, cells) > 0.3
 
 
 def test_unet_and_deeplab_any_size_and_depth_width():

@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, UsageError
 from .imageio import IMAGE_EXTENSIONS, image_size
 
 #: Boxes narrower or shorter than this (pixels, after clipping) carry no learnable object.
@@ -127,7 +127,7 @@ class _Files:
             self.names = sorted(n for n in self._zip.namelist() if not n.endswith("/")
                                 and not any(p.startswith((".", "__MACOSX")) for p in PurePosixPath(n).parts))
         elif not root.exists():
-            raise DataError(f"{root}: no such file or folder")
+            raise UsageError(f"{root}: no such file or folder")
         else:
             raise DataError(f"{root}: not a folder or .zip of a detection data set")
         self.set = set(self.names)

@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, UsageError
 from ..fileio import atomic_open
 from .catalog import Augment, Dataset
 from .imageio import IMAGE_EXTENSIONS, image_size
@@ -134,7 +134,7 @@ def load_folder(path: str | Path, *, size=None, channels=None, style: str = "res
     """Load an image folder or zip as a Dataset (classes = sorted sub-folder names)."""
     root = Path(path)
     if not root.exists():
-        raise DataError(f"{root}: no such file or folder")
+        raise UsageError(f"{root}: no such file or folder")
     source = open_source(root)
     if not source.names:
         raise DataError(f"{root}: contains no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from ..errors import DataError
+from ..errors import DataError, UsageError
 from .imageio import IMAGE_EXTENSIONS
 
 
@@ -25,7 +25,7 @@ class Source:
 def open_source(root: str | os.PathLike, what: str = "images") -> Source:
     root = Path(root)
     if not root.exists():
-        raise DataError(f"{root}: no such file or folder")
+        raise UsageError(f"{root}: no such file or folder")
     if root.is_dir():
         names = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
                        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
