@@ -307,3 +307,22 @@ def test_apply_reads_zip_members_and_names_outputs_uniquely(trained, tmp_path):
     assert [r.ok for r in records] == [True, True, True]
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["same-2.png", "same.png", "z.png"]
     assert records[2].file == f"{tmp_path / 'photos.zip'}/inner/z.png"
+
+
+def test_fused_soft_cross_entropy_equals_the_autograd_reference():
+    """The hand-written backward must give the same loss and gradient as log_softmax + gather."""
+    torch.manual_seed(0)
+    b, q, h, w_, k = 2, 37, 5, 6, 5
+    logits = (3 * torch.randn(b, q, h, w_)).requires_grad_()
+    idx = torch.randint(0, q, (b, k, h, w_))
+    w = torch.rand(b, k, h, w_)
+    w = w / w.sum(1, keepdim=True)
+    pixel_w = torch.rand(b, h, w_) + 0.5
+    fused = colorize.soft_cross_entropy(logits, idx, w, pixel_w)
+    g_fused, = torch.autograd.grad(fused, logits)
+    logp = logits.permute(0, 2, 3, 1).reshape(-1, q).log_softmax(1)
+    flat = lambda t: t.permute(0, 2, 3, 1).reshape(-1, k)  # noqa: E731
+    ref = (-(logp.gather(1, flat(idx)) * flat(w)).sum(1) * pixel_w.reshape(-1)).mean()
+    g_ref, = torch.autograd.grad(ref, logits)
+    assert fused.item() == pytest.approx(ref.item(), rel=1e-6)
+    assert torch.allclose(g_fused, g_ref, atol=1e-8, rtol=1e-5) and g_ref.abs().max() > 1e-4

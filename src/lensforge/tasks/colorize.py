@@ -99,6 +99,35 @@ def encode_soft(ab: torch.Tensor, bins: torch.Tensor, k: int = 5) -> tuple[torch
     return idx[cell].to(ab.device), w[cell].to(ab.device)
 
 
+class _SoftCrossEntropy(torch.autograd.Function):
+    """mean over pixels of pixel_w * -sum_k w_k log softmax(logits)[idx_k], for soft targets that sum
+    to 1, computed on the (B,Q,H,W) logits in place: since sum_k w_k = 1 the loss is
+    logsumexp(logits) - sum_k w_k logits[idx_k], and its gradient is pixel_w * (softmax - scatter(w)) / N.
+    The autograd version (permute to (N,Q), log_softmax, gather) made 4-5 full (N,Q) tensors per
+    step and their backward passes; this makes one (the softmax in backward)."""
+
+    @staticmethod
+    def forward(ctx, logits, idx, w, pixel_w):
+        lse = torch.logsumexp(logits, 1)                                   # (B,H,W)
+        ce = lse - (logits.gather(1, idx) * w).sum(1)
+        ctx.save_for_backward(logits, lse, idx, w, pixel_w)
+        return (ce * pixel_w).mean()
+
+    @staticmethod
+    def backward(ctx, grad):
+        logits, lse, idx, w, pixel_w = ctx.saved_tensors
+        g = torch.exp(logits - lse.unsqueeze(1))                           # softmax
+        g.scatter_add_(1, idx, -w)
+        g.mul_((pixel_w * (grad / pixel_w.numel())).unsqueeze(1))
+        return g, None, None, None
+
+
+def soft_cross_entropy(logits: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, pixel_w: torch.Tensor) -> torch.Tensor:
+    """(B,Q,H,W) float logits, (B,k,H,W) target bins and weights (summing to 1 over k), (B,H,W) pixel
+    weights -> the rebalanced soft cross-entropy, averaged over pixels (see _SoftCrossEntropy)."""
+    return _SoftCrossEntropy.apply(logits, idx, w.to(logits.dtype), pixel_w.to(logits.dtype))
+
+
 def class_weights(prior: torch.Tensor, bins: torch.Tensor, strength: float) -> torch.Tensor:
     """Zhang's rebalancing: w ~ 1 / ((1-s) * smoothed prior + s / Q), scaled so E_prior[w] = 1.
 
@@ -252,12 +281,12 @@ class ColorizeTask(TrainableTask):
     def loss(self, model, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         lab = rgb_to_lab(rgb)
         logits = model(l_input(lab[:, :1])).float()
-        q = logits.shape[1]
-        logp = logits.permute(0, 2, 3, 1).reshape(-1, q).log_softmax(1)
+        b, _, h, w_ = logits.shape
         idx, w = encode_soft(lab[:, 1:].permute(0, 2, 3, 1).reshape(-1, 2), self.bins)
-        pixel_w = self.weights.to(logp.device)[idx[:, 0]]
-        ce = -(logp.gather(1, idx) * w).sum(1)
-        return (ce * pixel_w).mean(), logits
+        idx = idx.view(b, h, w_, -1).permute(0, 3, 1, 2)
+        w = w.view(b, h, w_, -1).permute(0, 3, 1, 2)
+        pixel_w = self.weights.to(logits.device)[idx[:, 0]]
+        return soft_cross_entropy(logits, idx, w, pixel_w), logits
 
     def training_step(self, model, batch):
         x, _ = batch
