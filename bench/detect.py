@@ -156,7 +156,7 @@ def pilot(args) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("what", choices=("sizes", "speed", "pilot"))
-    p.add_argument("--image-size", type=int, default=416)
+    p.add_argument("--image-size", type=int, default=320)
     p.add_argument("--models", nargs="+", default=list(MODELS))
     p.add_argument("--model", default="n")
     p.add_argument("--batch", type=int, default=8)

@@ -21,7 +21,7 @@ class DetectOptions:
                         choices=("n", "s", "m", "sq"), group=MODEL)
     backbone_weights: str | None = option(None, "ImageNet SqueezeNet 1.1 features file for --model sq", group=MODEL,
                                           metavar="PTH", default_help="random initialisation")
-    image_size: int = option(416, "letterboxed training/inference side (multiple of 32)", low=64, high=1280,
+    image_size: int = option(320, "letterboxed training/inference side (multiple of 32)", low=64, high=1280,
                              metavar="SIZE", group=DATA)
     train_splits: str = option("train,val", "comma-separated splits trained on (those present)", group=DATA)
     val_split: str | None = option(None, "split scored each epoch to pick best.pt (then not trained on)", group=DATA,
