@@ -47,7 +47,7 @@ def cifar_folder(n_train: int = 400, n_test: int = 100) -> Path:
 
 def train_runs() -> dict[str, tuple[str, callable]]:
     """name -> (CLI equivalent, function training the run into OUT/name)."""
-    from lensforge.tasks import autoencode, classify, colorize, gan, segment, stylize, vae
+    from lensforge.tasks import autoencode, classify, colorize, detect, faceswap, gan, segment, stylize, vae
 
     d = str(DATA)
     return {
@@ -74,7 +74,33 @@ def train_runs() -> dict[str, tuple[str, callable]]:
                           lambda o: stylize.train(str(cifar_folder()), style=str(_style_image()), image_size=32,
                                                   epochs=1, batch_size=8, features=str(WEIGHTS), out=o,
                                                   progress=False, precision="fp32")),
+        "detect_bccd": ("lensforge detect train --data bccd-voc.zip --model n --epochs 1",
+                        lambda o: detect.train(str(DATA / "bccd-voc.zip"), model="n", epochs=1, out=o, progress=False,
+                                               precision="fp32")),
+        "faceswap_faces94": ("lensforge faceswap extract essex-faces94.zip (2 people) --largest; "
+                             "lensforge faceswap train --a A --b B --epochs 1 --steps 20",
+                             lambda o: faceswap.train(*_face_pair(), epochs=1, steps=20, out=o, progress=False,
+                                                      precision="fp32")),
     }
+
+
+def _face_pair(people: tuple[str, str] = ("phughe", "jlemon")) -> tuple[str, str]:
+    """Aligned faces of two faces94 people, extracted from the shared zip as a user would."""
+    from lensforge.tasks.faceswap import extract
+
+    dirs = []
+    with zipfile.ZipFile(DATA / "essex-faces94.zip") as zf:
+        for who in people:
+            dest = OUT / "faces" / who
+            if not (dest / "alignments.json").is_file():
+                src = OUT / "faces-src" / who
+                src.mkdir(parents=True, exist_ok=True)
+                for n in zf.namelist():
+                    if f"/{who}/" in n and not n.endswith("/"):
+                        (src / Path(n).name).write_bytes(zf.read(n))
+                extract([src], dest, face_size=128, largest=True)
+            dirs.append(str(dest))
+    return dirs[0], dirs[1]
 
 
 def _style_image() -> Path:
@@ -192,7 +218,8 @@ def classify_figures(run_dir: Path, onnx_path: Path, plan) -> dict:
 def write_md(results: dict) -> str:
     lines = ["# ONNX export: parity and latency", "", f"Machine: {results['machine']}; threads {THREADS}; "
              f"load average at start {results['load_start']}, at end {results['load_end']} "
-             "(the 2 cores were shared with other jobs: latencies are indicative, ratios more than absolutes).", "",
+             "(1-minute load averages; a figure well above 2 means other jobs shared the 2 cores, so read "
+             "latencies as indicative and ratios more than absolutes).", "",
              "| run | part | max abs diff (fp32, real inputs) | torch eager ms/img, 1 / 2 threads | "
              "onnxruntime ms/img, 1 / 2 threads |", "|---|---|---|---|---|"]
     for name, r in results["runs"].items():
