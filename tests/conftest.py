@@ -83,3 +83,46 @@ def write_image_folder(root: Path, classes=("cat", "dog"), n=12, size=(20, 16), 
             arr[..., ci % 3] += 150
             Image.fromarray(arr).save(root / c / f"{i}{ext}")
     return root
+
+
+def png_bytes(arr: np.ndarray) -> bytes:
+    """An image array encoded as PNG, as a browser would upload it."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def b64_image(b64: str) -> np.ndarray:
+    """A base64 image from a server answer, decoded to an array."""
+    import base64
+
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))))
+
+
+def astronaut_face_pair(root: Path) -> tuple[Path, Path]:
+    """Two tiny face sets for face swap tests. A: faces extracted (with alignments.json) from turned
+    and scaled copies of scikit-image's astronaut; B: her crops mirrored and recoloured (bare crops)."""
+    import cv2
+    from PIL import Image
+    from skimage import data as skdata
+
+    from lensforge.tasks import faceswap
+
+    rng = np.random.default_rng(0)
+    (root / "photos").mkdir()
+    for i in range(6):
+        m = cv2.getRotationMatrix2D((256, 140), rng.uniform(-12, 12), rng.uniform(0.9, 1.1))
+        m[:, 2] += rng.uniform(-15, 15, 2)
+        img = cv2.warpAffine(skdata.astronaut(), m, (512, 512), borderMode=cv2.BORDER_REFLECT101)
+        Image.fromarray(cv2.resize(img, (256, 256), interpolation=cv2.INTER_AREA)).save(root / "photos" / f"a{i}.png")
+    assert faceswap.extract([root / "photos"], root / "a", face_size=64, largest=True).summary["faces_written"] == 6
+    (root / "b").mkdir()
+    for i in range(6):
+        crop = np.asarray(Image.open(root / "a" / f"a{i}_0.png")).astype(np.float32)
+        other = (0.6 * crop[:, ::-1] * [0.6, 0.9, 1.3]).clip(0, 255).astype(np.uint8)
+        Image.fromarray(other).save(root / "b" / f"b{i}.png")
+    return root / "a", root / "b"

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from skimage import data as skdata
 
+from conftest import astronaut_face_pair
 from lensforge import export as lfexport
 from lensforge.cli import main
 from lensforge.faces.align import template_points
@@ -27,23 +28,10 @@ SIZE, MARGIN = 32, 0.1
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """A: faces extracted (with alignments.json) from turned and scaled copies of the astronaut;
-    B: her crops mirrored and recoloured (bare crops). One short epoch: parity is a property of the
-    graph's arithmetic, not of how well the model learned."""
+    """The astronaut face pair (conftest). One short epoch: parity is a property of the graph's
+    arithmetic, not of how well the model learned."""
     root = tmp_path_factory.mktemp("fsx")
-    rng = np.random.default_rng(0)
-    (root / "photos").mkdir()
-    for i in range(6):
-        m = cv2.getRotationMatrix2D((256, 140), rng.uniform(-12, 12), rng.uniform(0.9, 1.1))
-        m[:, 2] += rng.uniform(-15, 15, 2)
-        img = cv2.warpAffine(skdata.astronaut(), m, (512, 512), borderMode=cv2.BORDER_REFLECT101)
-        Image.fromarray(cv2.resize(img, (256, 256), interpolation=cv2.INTER_AREA)).save(root / "photos" / f"a{i}.png")
-    assert faceswap.extract([root / "photos"], root / "a", face_size=64, largest=True).summary["faces_written"] == 6
-    (root / "b").mkdir()
-    for i in range(6):
-        crop = np.asarray(Image.open(root / "a" / f"a{i}_0.png")).astype(np.float32)
-        other = (0.6 * crop[:, ::-1] * [0.6, 0.9, 1.3]).clip(0, 255).astype(np.uint8)
-        Image.fromarray(other).save(root / "b" / f"b{i}.png")
+    astronaut_face_pair(root)
     torch.set_num_threads(1)
     r = faceswap.train(a=root / "a", b=root / "b", out=root / "run", image_size=SIZE, width=8, latent=16, epochs=1,
                        steps=2, batch_size=4, holdout=2, margin=MARGIN, progress=False)

@@ -4,7 +4,6 @@ answer; a photo without a face is a normal answer, not an error (tiny model trai
 from __future__ import annotations
 
 import base64
-import io
 import json
 
 import cv2
@@ -19,6 +18,7 @@ with __import__("warnings").catch_warnings():   # starlette's notice that httpx2
     __import__("warnings").simplefilter("ignore")
     from fastapi.testclient import TestClient  # noqa: E402
 
+from conftest import astronaut_face_pair, b64_image, png_bytes  # noqa: E402
 from lensforge.faces.provenance import KEY, read_provenance  # noqa: E402
 from lensforge.options import make  # noqa: E402
 from lensforge.serve import Upload, create_app, load_model, load_models  # noqa: E402
@@ -27,34 +27,12 @@ from lensforge.tasks import faceswap  # noqa: E402
 from lensforge.tasks.apply import encode_image  # noqa: E402
 
 
-def _png(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, "PNG")
-    return buf.getvalue()
-
-
-def _image(b64: str) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))))
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """A: faces extracted from turned and scaled copies of the astronaut; B: her crops mirrored and
-    recoloured. A few short epochs: what is served is under test, not how well it swaps."""
+    """The astronaut face pair (conftest). One short epoch: what is served is under test, not how
+    well it swaps."""
     root = tmp_path_factory.mktemp("serve-fs")
-    rng = np.random.default_rng(0)
-    (root / "photos").mkdir()
-    for i in range(6):
-        m = cv2.getRotationMatrix2D((256, 140), rng.uniform(-12, 12), rng.uniform(0.9, 1.1))
-        m[:, 2] += rng.uniform(-15, 15, 2)
-        img = cv2.warpAffine(skdata.astronaut(), m, (512, 512), borderMode=cv2.BORDER_REFLECT101)
-        Image.fromarray(cv2.resize(img, (256, 256), interpolation=cv2.INTER_AREA)).save(root / "photos" / f"a{i}.png")
-    faceswap.extract([root / "photos"], root / "a", face_size=64, largest=True)
-    (root / "b").mkdir()
-    for i in range(6):
-        crop = np.asarray(Image.open(root / "a" / f"a{i}_0.png")).astype(np.float32)
-        other = (0.6 * crop[:, ::-1] * [0.6, 0.9, 1.3]).clip(0, 255).astype(np.uint8)
-        Image.fromarray(other).save(root / "b" / f"b{i}.png")
+    astronaut_face_pair(root)
     torch.set_num_threads(1)
     return faceswap.train(a=root / "a", b=root / "b", out=root / "run", image_size=32, width=8, latent=16, epochs=1,
                           steps=2, batch_size=4, holdout=2, progress=False).dir
@@ -93,10 +71,10 @@ def test_model_describes_its_options(client):
 @pytest.mark.parametrize("options", [{"mask": "landmarks"},
                                      {"mask": "landmarks", "direction": "b2a", "seamless": True}])
 def test_photo_is_converted_as_the_python_api_converts_it(client, run, options):
-    r = _post(client, _png(PHOTO), **options)
+    r = _post(client, png_bytes(PHOTO), **options)
     assert r.status_code == 200, r.text
     body = r.json()
-    res, imgs = body["result"], {k: _image(v) for k, v in body["images"].items()}
+    res, imgs = body["result"], {k: b64_image(v) for k, v in body["images"].items()}
     assert list(imgs) == ["before", "after"] and np.array_equal(imgs["before"], PHOTO)
     want, n, touched = _python_api(run, PHOTO, **options)
     assert n == 1 and np.array_equal(imgs["after"], want)
@@ -110,9 +88,9 @@ def test_photo_is_converted_as_the_python_api_converts_it(client, run, options):
 
 
 def test_label_is_stamped_and_recorded(client):
-    plain = _image(_post(client, _png(PHOTO), mask="landmarks").json()["images"]["after"])
-    r = _post(client, _png(PHOTO), mask="landmarks", label=True).json()
-    labelled = _image(r["images"]["after"])
+    plain = b64_image(_post(client, png_bytes(PHOTO), mask="landmarks").json()["images"]["after"])
+    r = _post(client, png_bytes(PHOTO), mask="landmarks", label=True).json()
+    labelled = b64_image(r["images"]["after"])
     changed = np.any(labelled != plain, axis=2)
     ys, xs = np.nonzero(changed)
     assert changed.sum() > 50 and ys.min() > 150 and xs.max() < 120  # the mark, bottom left, and nothing else
@@ -121,18 +99,18 @@ def test_label_is_stamped_and_recorded(client):
 
 def test_photo_without_a_face_is_a_clear_answer(client):
     cup = cv2.resize(skdata.coffee(), (160, 120), interpolation=cv2.INTER_AREA)
-    r = _post(client, _png(cup))
+    r = _post(client, png_bytes(cup))
     assert r.status_code == 200, r.text
     res, imgs = r.json()["result"], r.json()["images"]
     assert res["faces_found"] == 0 and res["faces_swapped"] == 0 and res["faces"] == [] and res["changed_pixels"] == 0
     assert "no face found" in res["message"] and "unchanged" in res["message"]
-    assert np.array_equal(_image(imgs["after"]), cup)
+    assert np.array_equal(b64_image(imgs["after"]), cup)
 
 
 def test_bad_options_and_bad_uploads_are_one_line_4xx(client):
-    bad = _post(client, _png(PHOTO), direction="sideways")
+    bad = _post(client, png_bytes(PHOTO), direction="sideways")
     assert bad.status_code == 400 and "direction" in bad.json()["error"]
-    assert _post(client, _png(PHOTO), weights="x").status_code == 400   # only the served options are taken
+    assert _post(client, png_bytes(PHOTO), weights="x").status_code == 400   # only the served options are taken
     broken = _post(client, b"\x89PNG\r\n\x1a\n truncated")
     assert broken.status_code == 422 and "in.png" in broken.json()["error"]
     assert _post(client, None).status_code == 422
@@ -142,7 +120,7 @@ def test_converted_image_carries_the_provenance_text_chunks(run, tmp_path):
     """The adapter hands the server the same PNG text chunks `faceswap convert` writes (Comment,
     lensforge-provenance), so `read_provenance` recognises an image encoded with them."""
     m = load_model("swap", run, device="cpu")
-    out = m.run(Upload(_png(PHOTO), "photo.png"), m.options({"mask": "landmarks"}))
+    out = m.run(Upload(png_bytes(PHOTO), "photo.png"), m.options({"mask": "landmarks"}))
     assert set(out.text) == {"after"} and json.loads(out.text["after"][KEY]) == out.result["provenance"]
     path = tmp_path / "served.png"
     path.write_bytes(encode_image(out.images["after"], "PNG", out.text["after"]))
@@ -151,7 +129,7 @@ def test_converted_image_carries_the_provenance_text_chunks(run, tmp_path):
 
 
 def test_after_png_carries_the_provenance_tag(client, tmp_path):
-    r = _post(client, _png(PHOTO), mask="landmarks").json()
+    r = _post(client, png_bytes(PHOTO), mask="landmarks").json()
     path = tmp_path / "after.png"
     path.write_bytes(base64.b64decode(r["images"]["after"]))
     assert read_provenance(path) == r["result"]["provenance"]

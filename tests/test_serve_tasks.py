@@ -2,8 +2,6 @@
 what the task's own Python API gives (tiny models trained here on synthetic images)."""
 from __future__ import annotations
 
-import base64
-import io
 import json
 
 import numpy as np
@@ -16,20 +14,10 @@ with __import__("warnings").catch_warnings():   # starlette's notice that httpx2
     __import__("warnings").simplefilter("ignore")
     from fastapi.testclient import TestClient  # noqa: E402
 
-from conftest import blob_digits  # noqa: E402
+from conftest import b64_image, blob_digits, png_bytes  # noqa: E402
 from lensforge.serve import create_app, load_models  # noqa: E402
 
 FAST = dict(epochs=1, batch_size=32, progress=False)
-
-
-def _png(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, "PNG")
-    return buf.getvalue()
-
-
-def _image(b64: str) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))))
 
 
 def _scene(rng, size=16) -> np.ndarray:
@@ -95,18 +83,18 @@ def test_denoiser_answers_like_its_python_api(client, runs):
     from lensforge.tasks import autoencode
 
     x, _ = blob_digits(1, np.random.default_rng(5))
-    r = _post(client, "denoise", _png(x[0]))
+    r = _post(client, "denoise", png_bytes(x[0]))
     assert r.status_code == 200, r.text
     body = r.json()
     assert list(body["images"]) == ["input", "output"] and body["result"]["denoising_model"] is True
     ae = autoencode.load(runs["denoise"], device="cpu")
     t = torch.tensor(np.asarray(Image.fromarray(x[0]).convert("L"))[None, None]).float() / 255
     want = ae.reconstruct(t)
-    got = _image(body["images"]["output"])[::4, ::4]          # shown 4x enlarged, nearest neighbour
+    got = b64_image(body["images"]["output"])[::4, ::4]          # shown 4x enlarged, nearest neighbour
     assert got.shape == (28, 28)
     assert np.abs(got.astype(int) - (want[0, 0].numpy() * 255).round()).max() <= 1
     assert body["result"]["mse"] == pytest.approx(float((want - t).pow(2).mean()), rel=1e-4)
-    noisy = _post(client, "denoise", _png(x[0]), add_noise=0.5).json()
+    noisy = _post(client, "denoise", png_bytes(x[0]), add_noise=0.5).json()
     assert list(noisy["images"]) == ["input", "noisy", "output"]
 
 
@@ -115,7 +103,7 @@ def test_samplers_are_seeded_and_bounded(client):
     b = _post(client, "vae", n=4, seed=3).json()
     c = _post(client, "vae", n=4, seed=4).json()
     assert a["images"]["samples"] == b["images"]["samples"] != c["images"]["samples"]
-    assert _image(a["images"]["samples"]).ndim == 2          # grey grid of 4 samples
+    assert b64_image(a["images"]["samples"]).ndim == 2          # grey grid of 4 samples
     r = _post(client, "vae", n=65)
     assert r.status_code == 400 and "n 65" in r.json()["error"]
     g = _post(client, "gan", n=2, label="c3", seed=1)
@@ -128,14 +116,14 @@ def test_colouriser_returns_before_and_after_at_full_size(client, runs):
     from lensforge.tasks import colorize
 
     photo = _scene(np.random.default_rng(9), 40)
-    r = _post(client, "colour", _png(photo))
+    r = _post(client, "colour", png_bytes(photo))
     assert r.status_code == 200, r.text
-    imgs = {k: _image(v) for k, v in r.json()["images"].items()}
+    imgs = {k: b64_image(v) for k, v in r.json()["images"].items()}
     assert list(imgs) == ["before", "grey input", "after"]
     assert imgs["before"].shape == imgs["after"].shape == (40, 40, 3) and imgs["grey input"].shape == (40, 40)
     want = colorize.load(runs["colour"], device="cpu").colorize(photo)
     assert np.array_equal(imgs["after"], want)
-    r = _post(client, "colour", _png(photo), temperature=0)
+    r = _post(client, "colour", png_bytes(photo), temperature=0)
     assert r.status_code == 400 and "temperature" in r.json()["error"]
 
 
@@ -198,22 +186,22 @@ def test_segmenter_and_detector_answer_like_their_python_api(seg_det):
     photo = rng.integers(0, 120, (48, 64, 3)).astype(np.uint8)
     photo[10:30, 20:44] = (230, 40, 40)
     with TestClient(create_app(load_models([f"seg={seg}", f"det={det}"], device="cpu"))) as c:
-        s = _post(c, "seg", _png(grey))
+        s = _post(c, "seg", png_bytes(grey))
         assert s.status_code == 200, s.text
-        mask = segment.load(seg, device="cpu").predict(read_image(_png(grey), "L"))
+        mask = segment.load(seg, device="cpu").predict(read_image(png_bytes(grey), "L"))
         share = s.json()["result"]["share"]
         assert share == pytest.approx({n: float((mask == i).mean()) for i, n in enumerate(share)})
-        assert {k: _image(v).shape[:2] for k, v in s.json()["images"].items()} == {"overlay": (50, 70),
+        assert {k: b64_image(v).shape[:2] for k, v in s.json()["images"].items()} == {"overlay": (50, 70),
                                                                                    "mask": (50, 70)}
-        d = _post(c, "det", _png(photo), conf=0.0)
+        d = _post(c, "det", png_bytes(photo), conf=0.0)
         assert d.status_code == 200, d.text
         want = detect.load(det, device="cpu").predict([photo], conf=0.0)[0]
         got = d.json()["result"]["detections"]
         assert got, "conf=0 should keep some boxes even from a 1-epoch detector"
         assert [g["label"] for g in got] == want.labels
         assert np.allclose([g["box"] for g in got], np.round(want.boxes, 1).reshape(-1, 4), atol=0.051)
-        assert _image(d.json()["images"]["boxes"]).shape == (48, 64, 3)
-        bad = _post(c, "det", _png(photo), iou=2)
+        assert b64_image(d.json()["images"]["boxes"]).shape == (48, 64, 3)
+        bad = _post(c, "det", png_bytes(photo), iou=2)
         assert bad.status_code == 400 and "iou 2" in bad.json()["error"]
 
 
@@ -236,11 +224,11 @@ def test_style_network_answers_like_its_python_api(tmp_path):
                         precision="fp32")
     photo = rng.integers(0, 255, (30, 60, 3)).astype(np.uint8)
     with TestClient(create_app(load_models([f"style={run.dir}"], device="cpu"))) as c:
-        r = _post(c, "style", _png(photo), long_side=40)
+        r = _post(c, "style", png_bytes(photo), long_side=40)
         assert r.status_code == 200, r.text
-        imgs = {k: _image(v) for k, v in r.json()["images"].items()}
-        want = stylize.load(run.dir, device="cpu").stylize(stylize.load_rgb(_png(photo), 40))
+        imgs = {k: b64_image(v) for k, v in r.json()["images"].items()}
+        want = stylize.load(run.dir, device="cpu").stylize(stylize.load_rgb(png_bytes(photo), 40))
         assert imgs["before"].shape == imgs["after"].shape == (20, 40, 3)
         assert np.abs(imgs["after"].astype(int) - (want[0].permute(1, 2, 0).numpy() * 255).round()).max() <= 1
-        bad = _post(c, "style", _png(photo), long_side=8)
+        bad = _post(c, "style", png_bytes(photo), long_side=8)
         assert bad.status_code == 400 and "long_side 8" in bad.json()["error"]

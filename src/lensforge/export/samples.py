@@ -43,6 +43,16 @@ def first_images(split, n: int) -> torch.Tensor:
     return x.float() / 255
 
 
+def _read_or_say(read, what: str, errors: tuple) -> tuple[torch.Tensor | None, str]:
+    """The run's own images and a note saying what they are, or None and why they could not be read
+    (the caller then falls back to seeded random inputs)."""
+    try:
+        images = read()
+    except errors as e:
+        return None, f"seeded random inputs (the run's data could not be read here: {e})"
+    return images, f"{len(images)} {what}"
+
+
 def real_inputs(plan: Plan, n: int = 64) -> tuple[dict[str, tuple], str]:
     """{part role: input tuple} and a note saying where the inputs came from."""
     meta, task = plan.meta, plan.task
@@ -50,25 +60,16 @@ def real_inputs(plan: Plan, n: int = 64) -> tuple[dict[str, tuple], str]:
     images, note = None, ""
     if task == "faceswap":
         return faceswap_inputs(plan)
+    data = meta["options"].get("data")
     if task == "detect":
-        try:
-            images = detect_images(meta)
-            note = f"{len(images)} letterboxed images of {meta['options'].get('data')}"
-        except (LensforgeError, OSError, ValueError) as e:
-            note = f"seeded random inputs (the run's data could not be read here: {e})"
+        images, note = _read_or_say(lambda: detect_images(meta), "letterboxed images of " + str(data),
+                                    (LensforgeError, OSError, ValueError))
     elif task == "segment":
-        try:
-            images = segment_images(meta)
-            note = f"{len(images)} images of {meta['options'].get('data')} (crops)"
-        except (LensforgeError, OSError, ValueError) as e:
-            note = f"seeded random inputs (the run's data could not be read here: {e})"
+        images, note = _read_or_say(lambda: segment_images(meta), f"images of {data} (crops)",
+                                    (LensforgeError, OSError, ValueError))
     elif task != "gan":
-        try:
-            split, _ = run_split(meta)
-            images = first_images(split, n)
-            note = f"{len(images)} images of {meta['options'].get('data')}"
-        except (LensforgeError, OSError) as e:
-            note = f"seeded random inputs (the run's data could not be read here: {e})"
+        images, note = _read_or_say(lambda: first_images(run_split(meta)[0], n), f"images of {data}",
+                                    (LensforgeError, OSError))
     out: dict[str, tuple] = {}
     for part in plan.parts:
         ex = part.example
