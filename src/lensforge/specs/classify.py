@@ -7,7 +7,7 @@ from ..engine.config import RunOptions, TrainConfig
 from ..options import TaskCLI, Verb, option
 from ..recipes import RECIPES
 from .common import (DATA, data_dir_option, data_option, device_option, download_option, image_size_option,
-                     inputs_option, val_fraction_option, weights_option)
+                     inputs_option, json_option, val_fraction_option, weights_option)
 
 MODEL = "model"
 
@@ -52,7 +52,7 @@ class EvalOptions:
     download: bool = download_option()
     split: str = option("test", "which split", choices=("test", "train", "val"))
     device: str = device_option()
-    json: bool = option(False, "print the full result as JSON")
+    json: bool = json_option()
 
 
 @dataclass(kw_only=True)

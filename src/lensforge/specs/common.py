@@ -42,3 +42,8 @@ def inputs_option(what: str = "image files, folders or .zip archives") -> list[s
 
 def device_option() -> str:
     return option("auto", "auto (CUDA if present), cpu, cuda, cuda:N")
+
+
+def json_option() -> bool:
+    """An eval verb's --json: the whole result as JSON instead of the summary line."""
+    return option(False, "print the full result as JSON")

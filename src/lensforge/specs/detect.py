@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from ..engine.config import RunOptions, TrainConfig
 from ..recipes import RECIPES
 from ..options import REQUIRED, TaskCLI, Verb, option
-from .common import DATA, device_option, inputs_option, weights_option
+from .common import DATA, device_option, inputs_option, json_option, weights_option
 
 MODEL = "model"
 AUG = "augmentation"
@@ -56,7 +56,7 @@ class EvalOptions:
     iou: float = option(0.7, "NMS IoU threshold", low=0.05, high=1.0)
     out: str | None = option(None, "folder for the COCO json files and figures", metavar="DIR")
     device: str = device_option()
-    json: bool = option(False, "print the full result as JSON")
+    json: bool = json_option()
 
 
 @dataclass(kw_only=True)

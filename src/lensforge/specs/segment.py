@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from ..engine.config import RunOptions, TrainConfig
 from ..recipes import RECIPES
 from ..options import REQUIRED, TaskCLI, Verb, option
-from .common import DATA, device_option, inputs_option, weights_option
+from .common import DATA, device_option, inputs_option, json_option, weights_option
 
 MODEL = "model"
 AUG = "augmentation"
@@ -93,7 +93,7 @@ class EvalOptions:
     split: str = option("test", "which split", choices=("test", "train", "val"))
     tta: bool | None = option(None, "flip test-time augmentation", default_help="as trained")
     device: str = device_option()
-    json: bool = option(False, "print the full result as JSON")
+    json: bool = json_option()
 
 
 @dataclass(kw_only=True)
