@@ -60,7 +60,7 @@ def test_three_graphs_match_pytorch_on_the_runs_faces(run, exported):
         "encoder": "fs.onnx", "decoder-a": "fs-decoder-a.onnx", "decoder-b": "fs-decoder-b.onnx"}
     assert set(exported.parity) == {"encoder", "decoder-a", "decoder-b"} and max(exported.parity.values()) <= TOL
     pt, ox = faceswap.load(run, device="cpu"), faceswap.load(run.parent / "fs.onnx")
-    assert type(ox).__name__ == "OnnxFaceSwapper" and (ox.size, ox.margin) == (pt.size, pt.margin) == (SIZE, MARGIN)
+    assert type(ox.model).__name__ == "_SwapModel" and (ox.size, ox.margin) == (pt.size, pt.margin) == (SIZE, MARGIN)
     x = _faces(run)
     assert len(x) == 12
     with torch.no_grad():

@@ -257,12 +257,6 @@ class _Graph:
         self.graph = graph
         self.__dict__.update(attrs)
 
-    def eval(self):
-        return self
-
-    def to(self, *args, **kwargs):
-        return self
-
     def __call__(self, x):
         return self.graph(x)
 
@@ -323,12 +317,6 @@ class _SwapModel:
         # direction -> the decoder graph that draws it, as the export wrote it ({"a2b": "decoder-b", ...})
         self.by_direction = {d: parts[role] for d, role in directions.items()}
 
-    def eval(self):
-        return self
-
-    def to(self, *args, **kwargs):
-        return self
-
     def __call__(self, x, identity: str = "a"):
         return self.decoders[identity](self.encoder(x))
 
@@ -342,15 +330,6 @@ def _faceswapper(meta: dict, parts: dict):
     from ..tasks.faceswap import FaceSwapper
 
     _need(parts, "encoder", "decoder-a", "decoder-b")
-
-    class OnnxFaceSwapper(FaceSwapper):
-        """tasks.faceswap.FaceSwapper over onnxruntime: FrameConverter (detection, alignment, colour
-        matching, blending) and convert() run unchanged around the three graphs."""
-
-        def __init__(self):
-            self.meta, self.rt = meta, _cpu_runtime()
-            self.model = _SwapModel(parts, meta["directions"])
-            self.size = int(meta["image_size"])
-            self.margin = float(meta["face_margin"])
-
-    return OnnxFaceSwapper()
+    # FrameConverter (detection, alignment, colour matching, blending) and convert() run unchanged
+    # around the three graphs.
+    return FaceSwapper(_SwapModel(parts, meta["directions"]), meta, _cpu_runtime())

@@ -315,14 +315,13 @@ def train(a: str | None = None, b: str | None = None, *, out=None, resume=None, 
 # ============================================================================ convert
 
 class FaceSwapper:
-    """A trained face swap network ready to convert aligned crops."""
+    """A trained face swap network ready to convert aligned crops. `model` is anything with
+    `swap(x, direction)`: the PyTorch network (load) or the exported graphs (export.runtime)."""
 
-    def __init__(self, ckpt: dict, device: str = "auto"):
-        self.meta = ckpt
-        self.rt = select_runtime(device, "fp32")
-        self.model = restore_model(ckpt, what="the face swap network").to(self.rt.device).eval()
-        self.size = int(ckpt["image_size"])
-        self.margin = float(ckpt["face_margin"])
+    def __init__(self, model, meta: dict, rt):
+        self.model, self.meta, self.rt = model, meta, rt
+        self.size = int(meta["image_size"])
+        self.margin = float(meta["face_margin"])
 
     @torch.no_grad()
     def swap(self, crops: np.ndarray, direction: str) -> tuple[np.ndarray, np.ndarray]:
@@ -335,7 +334,9 @@ class FaceSwapper:
 
 @accepts_onnx(TASK)
 def load(weights: str | Path, device: str = "auto") -> FaceSwapper:
-    return FaceSwapper(load_checkpoint(weights, task=TASK), device)
+    ckpt = load_checkpoint(weights, task=TASK)
+    rt = select_runtime(device, "fp32")
+    return FaceSwapper(restore_model(ckpt, what="the face swap network").to(rt.device).eval(), ckpt, rt)
 
 
 class FrameConverter:
