@@ -16,7 +16,8 @@ from lensforge.errors import CheckpointError
 from lensforge.models import create_model
 from lensforge.models.segmentation import segmentation_loss, soft_dice_loss
 from lensforge.tasks import segment
-from lensforge.tasks.segment_ops import adapted_rand, confusion, predict_probs, scores
+from lensforge.tasks.segment_ops import (ISBI_THRESHOLDS, adapted_rand, confusion, foreground_counts, isbi_pixel_error,
+                                         predict_probs, scores)
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights" / "squeezenet1_1-features-caffe.pth"
 TINY = dict(model="unet", width=8, depth=2, crop=48, batch_size=4, steps_per_epoch=12, tile=64, overlap=16,
@@ -99,6 +100,23 @@ def test_scores_and_adapted_rand():
     assert adapted_rand(leak, cells) > 0.3
 
 
+def test_isbi_pixel_error_is_one_minus_the_best_foreground_f_score():
+    truth = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 0]])
+    # foreground probability: at t=0.5 one cell pixel is missed; above 0.2 the membrane is clean
+    prob = torch.tensor([[0.95, 0.85, 0.45, 0.15], [0.95, 0.75, 0.65, 0.25]])
+    counts = foreground_counts(prob, truth)
+    assert counts.shape == (len(ISBI_THRESHOLDS), 3)
+    assert counts[5].tolist() == [5, 0, 1]                  # t = 0.5: tp 5, fp 0, fn 1
+    assert counts[0].tolist() == [6, 2, 0]                  # t = 0: everything is foreground
+    err, th = isbi_pixel_error(counts)
+    assert err == pytest.approx(0.0) and th == pytest.approx(0.3)   # 0.3 is the first to separate them
+    # several images score as one stack: counts add, the best threshold is shared
+    err2, _ = isbi_pixel_error(counts + foreground_counts(torch.full((2, 4), 0.35), truth))
+    assert err2 == pytest.approx(1 - 2 * 12 / (2 * 12 + 2 + 0))   # t = 0.3: tp 6+6, fp 0+2
+    # no threshold helps a map that says the opposite of the truth
+    assert isbi_pixel_error(foreground_counts(1 - truth.float(), truth))[0] > 0.5
+
+
 def test_unet_and_deeplab_any_size_and_depth_width():
     x = torch.rand(2, 3, 50, 70)
     dl = create_model("deeplab", in_channels=3, num_classes=4, rates=[2, 4], width=32).eval()
@@ -155,7 +173,8 @@ def test_tiny_training_learns_and_beats_all_background(trained):
     # the all-background (majority class) baseline has foreground IoU 0: mIoU about 0.4
     assert r["test_miou"] > r["test_majority_class_miou"] + 0.25
     assert r["test_iou"]["foreground"] > 0.5
-    for key in ("test_miou", "test_iou", "test_dice", "test_pixel_accuracy", "test_pixel_error",
+    for key in ("test_miou", "test_iou", "test_dice", "test_pixel_accuracy", "test_pixel_error", "test_pixel_error_mask",
+                "test_pixel_disagreement",
                 "test_adapted_rand_error", "train_seconds", "device", "precision"):
         assert key in r
     saved = json.loads((trained.dir / "results.json").read_text())

@@ -41,6 +41,37 @@ def scores(cm: torch.Tensor, names: list[str]) -> dict:
             "mean_dice": sum(dvalid) / len(dvalid) if dvalid else 0.0, "dice": dice, "pixel_accuracy": acc}
 
 
+# The ISBI-2012 evaluation (Fiji's trainableSegmentation PixelError, the script that scored the
+# challenge and the U-Net paper's 0.0611) binarises the submitted map at 0, 0.1, ..., 1.0 and keeps the
+# best F-score of the foreground (cell interior) pixels over the stack: 1 - that is its "pixel error".
+# At threshold 1.0 nothing is foreground (F = 0), so it never wins and is left out.
+ISBI_THRESHOLDS = tuple(i / 10 for i in range(10))
+
+
+def foreground_counts(prob: torch.Tensor, truth: torch.Tensor, foreground: int = 1,
+                      thresholds=ISBI_THRESHOLDS) -> torch.Tensor:
+    """(T,3) true-positive, false-positive and false-negative pixel counts of `prob > t` (the
+    foreground class's probability) against `truth == foreground`, one row per threshold; sum the
+    rows of several images to score them as one stack."""
+    t = truth.flatten() == foreground
+    p = prob.flatten()
+    rows = []
+    for th in thresholds:
+        q = p > th
+        rows.append([int((q & t).sum()), int((q & ~t).sum()), int((~q & t).sum())])
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def isbi_pixel_error(counts: torch.Tensor, thresholds=ISBI_THRESHOLDS) -> tuple[float, float]:
+    """ISBI-2012 pixel error from `foreground_counts` rows: 1 - the maximal foreground F-score over the
+    thresholds, and the threshold that reached it."""
+    c = counts.double()
+    tp, fp, fn = c[:, 0], c[:, 1], c[:, 2]
+    f = torch.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn).clamp_min(1), torch.ones_like(tp))
+    i = int(f.argmax())
+    return float(1 - f[i]), float(thresholds[i])
+
+
 def regions(mask: np.ndarray, foreground: int = 1) -> np.ndarray:
     """Regions for the Rand error: 4-connected components of the foreground (cell-interior) class,
     numbered from 1; every other pixel (membrane/boundary) is 0."""
