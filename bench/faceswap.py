@@ -21,6 +21,7 @@ image, frames of the clip with a face, the unreadable/no-face lists.
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import platform
 import sys
@@ -190,12 +191,20 @@ def bench_pair(args) -> dict:
 
     # 2. the swap network
     run_dir = work / f"run-{args.a}-{args.b}"
-    shutil.rmtree(run_dir, ignore_errors=True)
     extra = {k: v for k, v in (("epochs", args.epochs), ("steps", args.steps)) if v is not None}
-    t = time.perf_counter()
-    run = faceswap.train(a=person_set(args.a), b=person_set(args.b), out=run_dir, progress=False, **extra)
-    out["train"] = {"wall_seconds": round(time.perf_counter() - t, 1), **run.results,
-                    "command": f"lensforge faceswap train --a A --b B " + " ".join(f"--{k} {v}" for k, v in extra.items())}
+    command = "lensforge faceswap train --a A --b B " + " ".join(f"--{k} {v}" for k, v in extra.items())
+    if args.reuse_run and (run_dir / "results.json").is_file():
+        # measure a finished run again (e.g. after a later stage failed) without retraining it
+        results = json.loads((run_dir / "results.json").read_text())
+        out["train"] = {"reused_run": str(run_dir), **results, "command": command}
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        t = time.perf_counter()
+        run = faceswap.train(a=person_set(args.a), b=person_set(args.b), out=run_dir, progress=False, **extra)
+        out["train"] = {"wall_seconds": round(time.perf_counter() - t, 1), **run.results, "command": command}
+    epoch_seconds = [float(r["seconds"]) for r in csv.DictReader(open(run_dir / "metrics.csv"))]
+    out["train"]["epoch_seconds"] = epoch_seconds
+    out["train"]["epoch_seconds_median"] = float(np.median(epoch_seconds))
     import yaml
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     held = {"a": set(config["faces"]["a_heldout"]), "b": set(config["faces"]["b_heldout"])}
@@ -221,6 +230,7 @@ def bench_pair(args) -> dict:
                 continue
             save_image(clf_root / name / fname, arr)
     t = time.perf_counter()
+    shutil.rmtree(work / "clf-run", ignore_errors=True)     # this bench's own output from an earlier run
     clf_run = classify.train(str(clf_root.parent), model="cnn", image_size=size, val_fraction=0.1,
                              epochs=args.clf_epochs, progress=False, out=work / "clf-run")
     clf = classify.load(clf_run.best_weights)
@@ -319,6 +329,8 @@ def main() -> None:
     pr.add_argument("--b", default="jlemon")
     pr.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
     pr.add_argument("--steps", type=int, default=None, help="default: the recipe's")
+    pr.add_argument("--reuse-run", action="store_true",
+                    help="measure the pair's finished run in --work again instead of retraining it")
     pr.add_argument("--people", type=int, default=0, help="other people in the identity classifier (0 = all)")
     pr.add_argument("--clf-epochs", type=int, default=10)
     pr.add_argument("--video-direction", default="a2b", choices=("a2b", "b2a"))
