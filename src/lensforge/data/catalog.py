@@ -46,9 +46,20 @@ class Augment:
     translate: int = 0      # max shift in pixels (random crop of a zero-padded image)
     flip: bool = False      # horizontal flips: wrong for digits and text, right for objects
     cutout: int = 0         # side of a zeroed square, 0 = off
+    stroke: float = 0.0     # share of images whose pen gets thicker or thinner (3x3 dilation/erosion)
+    scale: float = 0.0      # random zoom in [1 - scale, 1 + scale]
+    rotate: float = 0.0     # max rotation in degrees, either way
+    blur: float = 0.0       # share of images Gaussian-blurred (sigma 0.3-1 px)
 
     def to_dict(self) -> dict:
-        return {"translate": self.translate, "flip": self.flip, "cutout": self.cutout}
+        return {"translate": self.translate, "flip": self.flip, "cutout": self.cutout, "stroke": self.stroke,
+                "scale": self.scale, "rotate": self.rotate, "blur": self.blur}
+
+    def batch_kwargs(self) -> dict:
+        """These settings as data.augment.augment_batch's keyword arguments."""
+        return {"translate": self.translate, "flip": self.flip, "cutout_size": self.cutout, "stroke": self.stroke,
+                "scale": self.scale, "rotate": self.rotate, "blur": self.blur}
+
 
 
 @dataclass

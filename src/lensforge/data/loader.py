@@ -67,8 +67,7 @@ class Batches:
             x = x.to(self.device, non_blocking=True)
             if self.augment is not None:
                 keys = (self.seed, epoch, step, 7) if self.world == 1 else (self.seed, epoch, step, 7, self.rank)
-                x = augment_batch(x, translate=self.augment.translate, flip=self.augment.flip,
-                                  cutout_size=self.augment.cutout, generator=_gen(*keys))
+                x = augment_batch(x, **self.augment.batch_kwargs(), generator=_gen(*keys))
             x = x.float().div_(255)
             yield x, (y.to(self.device, non_blocking=True) if y is not None else None)
 

@@ -202,6 +202,7 @@ def _ink_map(grey: np.ndarray) -> np.ndarray | None:
     ink is white. Anti-aliased stroke edges survive because the floor sits just above the
     paper, not at a hard mid-grey threshold.
     """
+    grey = _flatten_light(grey)
     border = _frame(grey)
     paper = float(np.median(border))
     noise = 1.4826 * float(np.median(np.abs(border - paper)))
@@ -215,6 +216,51 @@ def _ink_map(grey: np.ndarray) -> np.ndarray | None:
     if level - paper < max(_MIN_CONTRAST, 6.0 * noise):
         return None
     return np.clip((grey - floor) * (255.0 / (level - floor)), 0.0, 255.0)
+
+
+def _flatten_light(grey: np.ndarray) -> np.ndarray:
+    """Even out the light across a photo of paper, so one paper level holds everywhere.
+
+    A phone photo of a page is lit unevenly: a gradient from the window, a vignette. Measured on
+    bench/digit_photos.py's renders, the border's spread under a 30-50% fall-off put the "paper"
+    threshold above the ink and 26 of the first 64 photos came out blank. The light is modelled
+    as a smooth quadratic surface fitted to the border (robustly: a second fit without the pixels
+    the first one left far off, e.g. ink touching the edge); bright paper is divided by it (light
+    scales ink and paper alike), dark paper has it subtracted (the quotient is unstable near 0).
+    A flat page comes back unchanged up to the fit's rounding.
+    """
+    height, width = grey.shape
+    t = max(1, round(0.02 * min(height, width)))
+    if 2 * t >= min(height, width) or min(height, width) < 8:
+        return grey
+    ring = np.zeros(grey.shape, dtype=bool)
+    ring[:t], ring[-t:], ring[:, :t], ring[:, -t:] = True, True, True, True
+    ys, xs = np.nonzero(ring)
+    values = grey[ring].astype(np.float64)
+
+    def design(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        v, u = 2.0 * y / max(height - 1, 1) - 1.0, 2.0 * x / max(width - 1, 1) - 1.0
+        return np.stack([np.ones_like(u), u, v, u * u, v * v, u * v], axis=1)
+
+    a = design(ys.astype(np.float64), xs.astype(np.float64))
+    keep = np.ones(len(values), dtype=bool)
+    for _ in range(2):
+        coef, *_ = np.linalg.lstsq(a[keep], values[keep], rcond=None)
+        resid = values - a @ coef
+        spread = 1.4826 * float(np.median(np.abs(resid[keep]))) + 1.0
+        keep = np.abs(resid) <= 3.0 * spread
+        if keep.sum() < 6 * a.shape[1]:
+            return grey
+    v = (2.0 * np.arange(height) / max(height - 1, 1) - 1.0)[:, None]
+    u = (2.0 * np.arange(width) / max(width - 1, 1) - 1.0)[None, :]
+    c = coef.astype(np.float32)
+    surface = c[0] + c[1] * u + c[2] * v + c[3] * u * u + c[4] * v * v + c[5] * u * v   # design(), broadcast
+    level = float(np.median(values[keep]))
+    if level > 64.0:
+        flat = grey * (level / np.maximum(surface, 1.0))
+    else:
+        flat = grey - surface + level
+    return np.clip(flat, 0.0, 255.0).astype(np.float32)
 
 
 def _ink_is_dark(grey: np.ndarray, paper: float) -> bool:

@@ -32,6 +32,14 @@ class ClassifyOptions:
     flip: bool | None = option(None, "random horizontal flips", group=DATA, default_help="per dataset")
     cutout: int | None = option(None, "cutout square size in px, 0 = off", low=0, high=256, group=DATA,
                                 default_help="per dataset")
+    stroke: float | None = option(None, "share of images drawn with a thicker or thinner pen", low=0.0, high=1.0,
+                                  group=DATA, default_help="0, off")
+    scale: float | None = option(None, "random scale range +-", low=0.0, high=0.9, group=DATA,
+                                 default_help="0, off")
+    rotate: float | None = option(None, "max random rotation in degrees", low=0.0, high=180.0, group=DATA,
+                                  default_help="0, off")
+    blur: float | None = option(None, "share of images Gaussian-blurred", low=0.0, high=1.0, group=DATA,
+                                default_help="0, off")
     tta: bool = option(True, "no flip test-time augmentation", negative="--no-tta", group=MODEL)
 
     def validate(self) -> None:

@@ -8,7 +8,7 @@ The CLI (`lensforge classify ...`) is a thin layer over these three functions.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -67,9 +67,16 @@ class ClassifyTask(TrainableTask):
                           val_fraction=opts.val_fraction, seed=cfg.seed)
         if not ds.classes or len(ds.classes) < 2:
             raise DataError(f"{opts.data}: classification needs at least 2 classes, found {ds.num_classes}")
-        a = ds.augment
-        self.augment = Augment(a.translate if opts.translate is None else opts.translate,
-                               a.flip if opts.flip is None else opts.flip, a.cutout if opts.cutout is None else opts.cutout)
+        # The dataset's augmentation, with each setting the user gave (same names) put in its place;
+        # a resumed run keeps the one it started with (a setting its checkpoint lacks did not exist
+        # then, so it was off), even where a dataset's default has changed since.
+        names = {f.name for f in fields(Augment)}
+        started = (self.resume_state or {}).get("augment")
+        if isinstance(started, dict):
+            self.augment = Augment(**{k: v for k, v in started.items() if k in names})
+        else:
+            given = {k: getattr(opts, k) for k in names if getattr(opts, k) is not None}
+            self.augment = replace(ds.augment, **given)
         self.ds = ds
         self.fit_recipe_to_data(len(ds.train))
         c, h, w = ds.train.shape
