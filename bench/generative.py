@@ -60,6 +60,14 @@ EXPERIMENTS = {
         f"--no-progress",
         "from lensforge.tasks import gan; gan.train('mnist', data_dir=D, conditional=True, epochs=8, ema=0.999, "
         "fd_classifier=str(OUT / 'fd_classifier_mnist'), out=O, progress=False)"),
+    # Issue 17: the SNGAN recipe (--spectral-norm: spectral-norm D without batch norm, hinge loss by --loss auto,
+    # D at 2x G's learning rate) with EMA 0.999 of G; 18 epochs sized to stay under 15 minutes at gan_mnist's
+    # 42 s per epoch on this CPU. Compare with gan_mnist epoch by epoch (fd_per_epoch, recognisable_per_epoch).
+    "gan_mnist_sn": (
+        f"lensforge gan train --data mnist --data-dir {DATA} --epochs 18 --ema 0.999 --spectral-norm "
+        f"--fd-classifier bench/out/generative/fd_classifier_mnist --out bench/out/generative/gan_mnist_sn --no-progress",
+        "from lensforge.tasks import gan; gan.train('mnist', data_dir=D, epochs=18, ema=0.999, spectral_norm=True, "
+        "fd_classifier=str(OUT / 'fd_classifier_mnist'), out=O, progress=False)"),
     "vae_faces": (
         f"lensforge vae train --data {ORL} --image-size 64 --model conv --latent-dim 32 --likelihood bernoulli "
         f"--epochs 60 --batch-size 32 --lr 2e-3 --out bench/out/generative/vae_faces --no-progress",
@@ -70,6 +78,25 @@ EXPERIMENTS = {
         f"--fd-classifier none --out bench/out/generative/gan_faces --no-progress",
         "from lensforge.tasks import gan; gan.train(ORL, image_size=64, epochs=150, batch_size=32, ema=0.999, "
         "fd_classifier='none', out=O, progress=False)"),
+    # ORL before/after with a Frechet distance: one judge (a CNN on the 40 people, 64 px) for both runs;
+    # fd_vs_test in results.json is against the 80 held-out faces (the folder loader's fixed 20% test
+    # split, seed 0), which neither the GAN nor the judge trained on.
+    "fd_classifier_orl": (
+        f"lensforge classify train --data {ORL} --image-size 64 --model cnn --label-smoothing 0 --precision fp32 "
+        f"--out bench/out/generative/fd_classifier_orl --no-progress",
+        "from lensforge.tasks import classify; classify.train(ORL, image_size=64, model='cnn', out=O, progress=False, "
+        "label_smoothing=0.0, precision='fp32')"),
+    "gan_faces_dcgan": (
+        f"lensforge gan train --data {ORL} --image-size 64 --epochs 150 --batch-size 32 --ema 0.999 "
+        f"--loss bce --fd-classifier bench/out/generative/fd_classifier_orl "
+        f"--out bench/out/generative/gan_faces_dcgan --no-progress",
+        "from lensforge.tasks import gan; gan.train(ORL, image_size=64, epochs=150, batch_size=32, ema=0.999, "
+        "spectral_norm=False, loss='bce', fd_classifier=str(OUT / 'fd_classifier_orl'), out=O, progress=False)"),
+    "gan_faces_sn": (
+        f"lensforge gan train --data {ORL} --image-size 64 --epochs 150 --batch-size 32 --ema 0.999 --spectral-norm "
+        f"--fd-classifier bench/out/generative/fd_classifier_orl --out bench/out/generative/gan_faces_sn --no-progress",
+        "from lensforge.tasks import gan; gan.train(ORL, image_size=64, epochs=150, batch_size=32, ema=0.999, "
+        "spectral_norm=True, fd_classifier=str(OUT / 'fd_classifier_orl'), out=O, progress=False)"),
 }
 
 DOC_IMAGES = {  # run file -> docs/img name
@@ -82,6 +109,9 @@ DOC_IMAGES = {  # run file -> docs/img name
     ("gan_mnist_cond", "samples.png"): "gan_mnist_cond_samples.png",
     ("vae_faces", "samples.png"): "vae_faces_samples.png",
     ("gan_faces", "samples.png"): "gan_faces_samples.png",
+    ("gan_mnist_sn", "samples.png"): "gan_mnist_sn_samples.png",
+    ("gan_mnist_sn", "progress.png"): "gan_mnist_sn_progress.png",
+    ("gan_faces_sn", "samples.png"): "gan_faces_sn_samples.png",
 }
 
 
@@ -131,7 +161,7 @@ def summarise(all_results: dict) -> dict:
         s["denoise_output_psnr_db"] = r["test_psnr"]
         s["denoise_gain_db"] = r["test_psnr_gain_db"]
         s["denoise_ok"] = r["test_psnr_gain_db"] >= 6
-    for exp, key in (("gan_mnist", "gan"), ("gan_mnist_cond", "gan_cond")):
+    for exp, key in (("gan_mnist", "gan"), ("gan_mnist_cond", "gan_cond"), ("gan_mnist_sn", "gan_sn")):
         r = all_results.get(exp, {}).get("results")
         if r and isinstance(r.get("fd_vs_train"), float):
             fds = r["fd_per_epoch"]
@@ -139,6 +169,11 @@ def summarise(all_results: dict) -> dict:
             s[f"{key}_fd_falls"] = fds[-1] < fds[0]
             s[f"{key}_recognisable_fraction"] = r["recognisable_fraction"]
             s[f"{key}_recognisable_ok"] = r["recognisable_fraction"] >= 0.8
+    for exp, key in (("gan_faces_dcgan", "faces_dcgan"), ("gan_faces_sn", "faces_sn")):
+        r = all_results.get(exp, {}).get("results")
+        if r and isinstance(r.get("fd_vs_test"), float):
+            s[f"{key}_fd_vs_heldout_faces"] = r["fd_vs_test"]
+            s[f"{key}_fd_real_heldout_vs_train"] = r["fd_real_test_vs_train"]
     return s
 
 

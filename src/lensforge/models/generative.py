@@ -212,22 +212,31 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    """image (+ class maps when conditional) -> one real/fake logit; strided convs, LeakyReLU."""
+    """image (+ class maps when conditional) -> one real/fake logit; strided convs, LeakyReLU.
 
-    def __init__(self, in_channels: int = 1, image_size=28, width: int = 64, num_classes: int = 0):
+    spectral_norm=False is the DCGAN discriminator (batch norm after every conv but the first).
+    spectral_norm=True divides every conv and linear weight by its largest singular value (one power
+    iteration per training forward, Miyato et al. 2018) and drops batch norm: D becomes roughly
+    1-Lipschitz layer by layer, so its logits cannot saturate and G's gradients stay informative, and
+    D's output for one image no longer depends on the rest of the batch (the SNGAN/BigGAN discriminator).
+    """
+
+    def __init__(self, in_channels: int = 1, image_size=28, width: int = 64, num_classes: int = 0,
+                 spectral_norm: bool = False):
         super().__init__()
         self.num_classes = num_classes
+        sn = nn.utils.parametrizations.spectral_norm if spectral_norm else (lambda m: m)
         sizes = plan_sizes(*_size(image_size), smallest=4)
         n = len(sizes) - 1
         chans = [in_channels + num_classes] + [width * 2 ** min(i, 3) for i in range(n)]
         layers: list[nn.Module] = []
         for i, (cin, cout) in enumerate(zip(chans[:-1], chans[1:])):
-            layers.append(nn.Conv2d(cin, cout, 3, 2, 1))
-            if i > 0:
+            layers.append(sn(nn.Conv2d(cin, cout, 3, 2, 1)))
+            if i > 0 and not spectral_norm:
                 layers.append(nn.BatchNorm2d(cout))
             layers.append(nn.LeakyReLU(0.2, inplace=True))
         h, w = sizes[-1]
-        layers += [nn.Flatten(), nn.Linear(chans[-1] * h * w, 1)]
+        layers += [nn.Flatten(), sn(nn.Linear(chans[-1] * h * w, 1))]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x, labels: torch.Tensor | None = None):

@@ -23,8 +23,13 @@ class GANOptions:
     conditional: bool = option(False, "condition G and D on the class (needs labels)", group=MODEL)
     latent_dim: int = latent_dim_option(64, "noise dimension")
     width: int = width_option(32, "base channel count of G and D")
-    d_lr: float | None = option(None, "discriminator learning rate", low=1e-9, high=10.0, group=MODEL,
-                                default_help="--lr")
+    spectral_norm: bool = option(False, "spectral normalisation on every D layer, and no batch norm in D (SNGAN); "
+                                        "with --loss auto it also selects the hinge loss", group=MODEL)
+    loss: str = option("auto", "adversarial loss: hinge (SNGAN/BigGAN) or bce (DCGAN, non-saturating); auto = hinge "
+                               "with a spectral-norm D, else bce", choices=("auto", "hinge", "bce"), group=MODEL)
+    d_lr: float | None = option(None, "discriminator learning rate (two time-scale update rule when it differs from "
+                                      "--lr)", low=1e-9, high=10.0, group=MODEL,
+                                default_help="2x --lr with a spectral-norm D, else --lr")
     augment: str = option("auto", "DiffAugment (translate + cutout on all D inputs); auto = on for training sets "
                                   "under 10,000 images, where D otherwise memorises the data",
                           choices=("auto", "on", "off"), group=MODEL)
@@ -46,7 +51,7 @@ class SampleOptions:
     device: str = device_option()
 
 
-CLI = TaskCLI("gan", "generative adversarial networks (DCGAN), with a Frechet-distance score", (
+CLI = TaskCLI("gan", "generative adversarial networks (DCGAN, SNGAN-style D), with a Frechet-distance score", (
     Verb("train", "train a DCGAN and write a run folder with per-epoch samples and report",
          (GANOptions, TrainConfig, RunOptions), "lensforge.cli.gan:train", RECIPES["gan"],
          description="train a DCGAN and write a run folder with per-epoch samples and report. The GAN has no "
