@@ -33,6 +33,19 @@ ROOT = Path(__file__).resolve().parents[1]
 EPOCHS, STEPS = 3, 6  # the toy run: 3 epochs of 6 steps
 
 
+@pytest.fixture(autouse=True)
+def signals_as_in_a_terminal():
+    """Start each test from the handlers an interactive launch has, whatever the runner inherited:
+    a test job started in the background (`cmd &`, nohup) has SIGINT ignored, and lensforge rightly
+    leaves an ignored signal ignored, so without this every delivery test would fail there."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    for s, h in saved.items():
+        signal.signal(s, h)
+
+
 def no_escape(test):
     """A KeyboardInterrupt escaping a test would stop pytest itself (reported as an interrupted
     session, not a failure): turn it into the failure it is."""
