@@ -325,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         name, _, run = item.partition("=")
         if not run:
             p.error(f"--runs {item}: expected NAME=RUN")
+        if not Path(run).exists():       # before minutes of rendering, not after
+            p.error(f"--runs {item}: {run} does not exist")
         RUNS[name] = run
     out = Path(args.out)
     sets = {kind: write_set(kind, out / f"{kind}-seed{args.seed}", args.seed, args.limit, args.reuse)
@@ -393,4 +395,9 @@ def markdown(results: dict) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from lensforge.errors import LensforgeError
+
+    try:
+        sys.exit(main())
+    except LensforgeError as e:       # an unreadable run: one line, exit 1, no results written
+        sys.exit(f"digit_photos: {e}")
