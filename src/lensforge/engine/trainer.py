@@ -46,14 +46,26 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Weight decay on weight matrices/kernels only: decaying norms and biases only hurts."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, betas: tuple[float, float] = (0.9, 0.99)
+                    ) -> torch.optim.Optimizer:
+    """Weight decay on weight matrices/kernels only: decaying norms and biases only hurts.
+
+    A network may instead say how to group its parameters with `optimizer_groups()`: a list of
+    {"params": [...], "lr_scale": s, "decay": bool}. A group runs at s x the scheduled learning
+    rate, and its weight decay is divided by s, so every decayed parameter shrinks by the same
+    amount per step whatever its group's rate (whitenet's batch-norm biases learn at 64x).
+    `betas` are Adam's (a task may set its own, e.g. a GAN's generator)."""
+    if hasattr(model, "optimizer_groups"):
+        groups = [{"params": g["params"], "lr_scale": float(g.get("lr_scale", 1.0)),
+                   "weight_decay": cfg.weight_decay / float(g.get("lr_scale", 1.0)) if g.get("decay", True) else 0.0}
+                  for g in model.optimizer_groups()]
+    else:
+        decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
+        no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99))
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas)
 
 
 def _rng_state() -> dict:
@@ -160,7 +172,7 @@ class _Loop:
         self.model = task.model.to(rt.device, memory_format=fmt)
         if ctx.active and getattr(cfg, "sync_bn", False):
             self.model = task.model = distributed.convert_sync_bn(self.model)
-        self.opt = build_optimizer(self.model, cfg)
+        self.opt = build_optimizer(self.model, cfg, getattr(task, "adam_betas", (0.9, 0.99)))
         self.ema = EMA(self.model, cfg.ema) if cfg.ema > 0 else None
         self.step_model = distributed.wrap(self.model)   # DDP when distributed, else the model itself
         self.step_model = torch.compile(self.step_model) if cfg.compile else self.step_model
@@ -282,7 +294,7 @@ class _Loop:
                 interrupts.point("fit:step")
                 lr = self.lr_at(epoch * spe + step)
                 for g in self.opt.param_groups:
-                    g["lr"] = lr
+                    g["lr"] = lr * g.get("lr_scale", 1.0)
                 if self.ctx.active:  # each rank its own noise (GAN latents, dropout), reproducible per step
                     torch.manual_seed(distributed.step_seed(cfg.seed, epoch, step, self.ctx.rank))
                 with self.rt.autocast():

@@ -57,6 +57,8 @@ class TrainableTask:
     cpu_auto_precision: ClassVar[str | None] = None
     #: Options whose meaning needs a held-out split; refused when the task has none.
     needs_validation: ClassVar[tuple[str, ...]] = ("early_stop",)
+    #: Adam's betas for the engine's optimiser (the model's); a GAN's generator may want (0.5, 0.999).
+    adam_betas: ClassVar[tuple[float, float]] = (0.9, 0.99)
 
     model: torch.nn.Module
     model_name: str
