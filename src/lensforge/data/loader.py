@@ -37,6 +37,7 @@ class Batches:
         self.shuffle, self.augment, self.seed = shuffle, augment, seed
         self.drop_last = drop_last and len(data) > batch_size
         self.rank, self.world = 0, 1
+        self._phase: torch.Tensor | None = None   # per-image flip phase (alternating flips)
 
     def shard(self, rank: int, world: int) -> "Batches":
         """Give this process (rank of world) its slice of every global batch; the global batch
@@ -65,11 +66,20 @@ class Batches:
                 idx = idx.tensor_split(self.world)[self.rank]
             x, y = self.data.take(idx)
             x = x.to(self.device, non_blocking=True)
+            if self.augment is not None and self.augment.flip and self.augment.alternating_flip:
+                x = self._alternate_flip(x, idx, epoch)
             if self.augment is not None:
                 keys = (self.seed, epoch, step, 7) if self.world == 1 else (self.seed, epoch, step, 7, self.rank)
                 x = augment_batch(x, **self.augment.batch_kwargs(), generator=_gen(*keys))
             x = x.float().div_(255)
             yield x, (y.to(self.device, non_blocking=True) if y is not None else None)
+
+    def _alternate_flip(self, x: torch.Tensor, idx: torch.Tensor, epoch: int) -> torch.Tensor:
+        """Mirror image i in epoch e iff its seeded phase bit differs from e's parity."""
+        if self._phase is None:
+            self._phase = torch.randint(0, 2, (len(self.data),), generator=_gen(self.seed, 11))
+        mirror = (self._phase[idx] ^ (epoch % 2)).bool().to(x.device)
+        return torch.where(mirror[:, None, None, None], x.flip(-1), x)
 
     def __iter__(self):
         return self.epoch(0)
