@@ -15,7 +15,7 @@ import numpy as np
 TASKS = {
     # name: (dataset folder, model, targets)
     "fmnist-cnn": ("fashion-mnist", "cnn", (0.90, 0.93)),
-    "mnist-cnn": ("mnist", "cnn", (0.99,)),
+    "mnist-cnn": ("mnist", "cnn", (0.99, 0.994)),
     "fmnist-resnet": ("fashion-mnist", "resnet", (0.90, 0.93)),
     "mnist-resnet": ("mnist", "resnet", (0.99,)),
     # lensforge only (the peers read IDX files): the JPEG re-encoding of CIFAR-10 in the shared data.
@@ -79,7 +79,10 @@ def peer_args(description: str) -> argparse.Namespace:
     ap.add_argument("--task", choices=sorted(TASKS), required=True)
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--epochs", type=int, required=True)
-    ap.add_argument("--cap", type=float, required=True, help="stop after the epoch that passes this many seconds")
+    ap.add_argument("--cap", type=float, default=0.0,
+                    help="stop after the epoch that passes this many seconds (0 = no time cap)")
+    ap.add_argument("--stop-at", type=float, default=0.0,
+                    help="stop after the first epoch whose test accuracy reaches this (0 = run every epoch)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--limit", type=int, default=0, help="use only the first N training images")
     ap.add_argument("--result", required=True, help="JSON-lines file: a header, then one line per epoch")
@@ -105,12 +108,20 @@ class EpochLog:
     def elapsed(self) -> float:
         return time.perf_counter() - self.start if self.start is not None else 0.0
 
-    def end_epoch(self, train_seconds: float, images: int, test_accuracy: float) -> None:
+    def end_epoch(self, train_seconds: float, images: int, test_accuracy: float, cap: float = 0.0,
+                  stop_at: float = 0.0) -> bool:
+        """Log the epoch; True when the peer should stop: the target accuracy reached (stop_at) or
+        the time cap passed (cap, counting evaluations too); 0 turns either off."""
         self.epoch += 1
         self.train_total += train_seconds
         row = {"epoch": self.epoch, "train_seconds": round(train_seconds, 3), "images": images,
                "train_elapsed": round(self.train_total, 3),
                "elapsed": round(self.elapsed(), 3), "test_accuracy": round(float(test_accuracy), 5)}
+        reached = bool(stop_at) and float(test_accuracy) >= stop_at
+        capped = bool(cap) and self.elapsed() > cap
+        if reached or capped:
+            row["stopped"] = "target reached" if reached else "time cap"
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)
+        return reached or capped

@@ -41,9 +41,9 @@ def build(kind: str) -> keras.Model:
 
 
 class Timing(keras.callbacks.Callback):
-    def __init__(self, log: EpochLog, cap: float, n_train: int):
+    def __init__(self, log: EpochLog, cap: float, stop_at: float, n_train: int):
         super().__init__()
-        self.log, self.cap, self.n_train = log, cap, n_train
+        self.log, self.cap, self.stop_at, self.n_train = log, cap, stop_at, n_train
         self.t0 = self.train_s = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -54,8 +54,7 @@ class Timing(keras.callbacks.Callback):
         self.train_s = time.perf_counter() - self.t0
 
     def on_epoch_end(self, epoch, logs=None):
-        self.log.end_epoch(self.train_s, self.n_train, logs["val_accuracy"])
-        if self.log.elapsed() > self.cap:
+        if self.log.end_epoch(self.train_s, self.n_train, logs["val_accuracy"], self.cap, self.stop_at):
             self.model.stop_training = True
 
 
@@ -72,7 +71,7 @@ def main() -> int:
                               "version": keras.__version__, "backend": keras.backend.backend(),
                               "recipe": f"Adam lr {LR}, batch {BATCH_SIZE}, no augmentation, model.fit on arrays"})
     model.fit(prep(xtr), ytr, batch_size=BATCH_SIZE, epochs=a.epochs, validation_data=(prep(xte), yte),
-              validation_batch_size=512, verbose=0, callbacks=[Timing(log, a.cap, len(ytr))])
+              validation_batch_size=512, verbose=0, callbacks=[Timing(log, a.cap, a.stop_at, len(ytr))])
     return 0
 
 

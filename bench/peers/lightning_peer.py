@@ -36,8 +36,8 @@ class LitClassifier(L.LightningModule):
 
 
 class Timing(L.Callback):
-    def __init__(self, log: EpochLog, cap: float, n_train: int):
-        self.elog, self.cap, self.n_train = log, cap, n_train
+    def __init__(self, log: EpochLog, cap: float, stop_at: float, n_train: int):
+        self.elog, self.cap, self.stop_at, self.n_train = log, cap, stop_at, n_train
         self.t0 = self.train_s = 0.0
 
     def on_train_epoch_start(self, trainer, pl_module):
@@ -48,8 +48,8 @@ class Timing(L.Callback):
         self.train_s = time.perf_counter() - self.t0   # validation runs once, after each training epoch
 
     def on_train_epoch_end(self, trainer, pl_module):
-        self.elog.end_epoch(self.train_s, self.n_train, float(trainer.callback_metrics["val_acc"]))
-        if self.elog.elapsed() > self.cap:
+        if self.elog.end_epoch(self.train_s, self.n_train, float(trainer.callback_metrics["val_acc"]), self.cap,
+                               self.stop_at):
             trainer.should_stop = True
 
 
@@ -66,7 +66,7 @@ def main() -> int:
     trainer = L.Trainer(max_epochs=a.epochs, accelerator="gpu" if a.device.startswith("cuda") else "cpu", devices=1,
                         precision="32-true", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0,
-                        callbacks=[Timing(log, a.cap, len(ytr))])
+                        callbacks=[Timing(log, a.cap, a.stop_at, len(ytr))])
     trainer.fit(LitClassifier(kind), train, test)
     return 0
 

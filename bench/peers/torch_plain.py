@@ -58,8 +58,7 @@ def main() -> int:
         with torch.no_grad():
             for x, y in test:
                 correct += (model(x.to(dev)).argmax(1).cpu() == y).sum().item()
-        log.end_epoch(train_s, seen, correct / len(yte))
-        if log.elapsed() > a.cap:
+        if log.end_epoch(train_s, seen, correct / len(yte), a.cap, a.stop_at):
             break
     return 0
 
