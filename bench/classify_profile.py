@@ -28,11 +28,23 @@ Batch norm, ReLU, pooling, the loss and the optimiser are memory-bound and not c
 The bf16 peak is measured with large bf16 matmuls (oneDNN; AMX where the CPU has it) and also
 stated from the ISA; see peak_reasoning in the output.
 Writes bench/results/classify_profile.{json,md}.
+
+    python bench/classify_profile.py --variants            # ~3 minutes: what would a change buy?
+
+--variants times the same step (no phase timers, same batches) for changes to the classify path
+that keep its results, each on a fresh copy of the same initial weights, and checks how exactly
+they keep them (logits and gradients of one step compared bit for bit; parameters after 5 steps):
+ReLU moved after the max-pool (max and ReLU commute, so forward and backward are the same
+numbers on a quarter of the elements), AdamW fused / foreach instead of the per-tensor loop,
+torch.compile (inductor) of the network, and the evaluation at batch 1024 instead of 512.
+Writes bench/results/classify_profile_variants.{json,md}.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import subprocess
 import os
 import platform
 import sys
@@ -74,6 +86,16 @@ def cpu_info() -> dict:
     except OSError:
         pass
     return info
+
+
+def git_state() -> dict:
+    """The commit the measured code came from and the tracked files that differed from it."""
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    return {"commit": git("rev-parse", "HEAD"), "modified": git("diff", "--name-only", "HEAD").splitlines()}
 
 
 def build(data: str, data_dir: str):
@@ -167,7 +189,10 @@ def main() -> int:
     ap.add_argument("--evals", type=int, default=2, help="timed evaluations of the test set")
     ap.add_argument("--out", default=str(HERE / "results" / "classify_profile"))
     ap.add_argument("--check", action="store_true", help="seconds, not minutes: tiny counts, for testing the script")
+    ap.add_argument("--variants", action="store_true", help="time result-keeping changes to the step instead")
     a = ap.parse_args()
+    if a.variants:
+        return variants(a)
     big, secs = 4096, 3.0
     if a.check:
         a.steps, a.warmup, a.profiler_steps, a.evals, big, secs = 3, 1, 2, 1, 256, 0.1
@@ -317,7 +342,7 @@ def main() -> int:
     epoch_train = step_s * spe
     res = {
         "command": "python bench/classify_profile.py " + " ".join(sys.argv[1:]),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": info,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": info, "git": git_state(),
         "run": {"data": a.data, "model": task.model_name, "batch_size": bs, "precision": rt.precision,
                 "channels_last": rt.channels_last, "steps_per_epoch": spe, "epochs": cfg.epochs, "lr": cfg.lr,
                 "ema": cfg.ema, "augment": task.augment.to_dict(), "timed_steps": a.steps, "warmup_steps": a.warmup},
@@ -352,6 +377,149 @@ def main() -> int:
     out.with_suffix(".json").write_text(json.dumps(res, indent=1))
     out.with_suffix(".md").write_text(markdown(res))
     print(markdown(res))
+    return 0
+
+
+def relu_after_pool(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of the CNN with each conv block's ReLU moved after its max-pool (same parameters and
+    state_dict keys: the ReLU has none). max(relu(x)) == relu(max(x)) for every window, and the
+    gradient reaches the same element (the window's arg-max when the max is positive, nothing
+    otherwise), so the numbers are the same and the ReLU touches a quarter of the elements."""
+    m = copy.deepcopy(model)
+    net = m.net
+    for block, pool in ((1, 2), (3, 4)):
+        assert isinstance(net[block][2], torch.nn.ReLU) and isinstance(net[pool], torch.nn.MaxPool2d)
+        net[block][2] = torch.nn.Identity()
+        net[pool] = torch.nn.Sequential(net[pool], torch.nn.ReLU(inplace=True))
+    return m
+
+
+def variants(a) -> int:
+    """Time the training step (and the evaluation) for result-keeping changes; see the docstring."""
+    t_start = time.perf_counter()
+    task, cfg, rt, model0, _, _ = build(a.data, a.data_dir)
+    init = copy.deepcopy(model0.state_dict())
+    loader = task.train_batches
+    spe = len(loader)
+    total_steps = spe * cfg.epochs
+    steps, warm = (3, 1) if a.check else (60, 10)
+    batches = []
+    for i, b in enumerate(loader.epoch(0)):   # the same batches for every variant, fetched once
+        batches.append(b)
+        if len(batches) == max(5, warm + steps):
+            break
+
+    def make(kind: str):
+        model = copy.deepcopy(model0)
+        model.load_state_dict(init)
+        if kind == "relu_after_pool":
+            model = relu_after_pool(model)
+        opt = build_optimizer(model, cfg, getattr(task, "adam_betas", (0.9, 0.99)))
+        if kind in ("adamw_fused", "adamw_foreach"):
+            groups = [{k: v for k, v in g.items() if k not in ("lr",)} for g in opt.param_groups]
+            flag = {"fused": True} if kind == "adamw_fused" else {"foreach": True}
+            opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=getattr(task, "adam_betas", (0.9, 0.99)), **flag)
+        ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
+        step_model = torch.compile(model) if kind == "compile" else model
+        return model, step_model, opt, ema
+
+    def one_step(model, step_model, opt, ema, batch, gstep):
+        with rt.autocast():
+            loss, logs = task.training_step(step_model, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * lr_factor(gstep, total_steps, cfg.schedule, cfg.warmup) * g.get("lr_scale", 1.0)
+        opt.step()
+        if ema is not None:
+            ema.update(model)
+        _ = {k: float(v) for k, v in logs.items()}
+        return loss
+
+    def first_step_numbers(kind):
+        """Logits and gradients of step 1 and the parameters after 5 steps, for the exactness check."""
+        torch.manual_seed(0)
+        model, step_model, opt, ema = make(kind)
+        model.train()
+        x, y = batches[0]
+        with rt.autocast():
+            logits = step_model(x.contiguous(memory_format=task.fmt))
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=task.opts.label_smoothing)
+        loss.backward()
+        grads = [p.grad.detach().clone() for p in model.parameters()]
+        opt.zero_grad(set_to_none=True)
+        for i in range(5):
+            one_step(model, step_model, opt, ema, batches[i], i)
+        return logits.detach().float(), grads, [p.detach().clone() for p in model.parameters()]
+
+    def compare(ref, other) -> dict:
+        (l0, g0, p0), (l1, g1, p1) = ref, other
+        return {"logits_identical": bool(torch.equal(l0, l1)), "logits_max_abs_diff": float((l0 - l1).abs().max()),
+                "grads_identical": all(torch.equal(u, v) for u, v in zip(g0, g1)),
+                "grads_max_rel_diff": max(float((u - v).abs().max() / u.abs().max().clamp_min(1e-30)) for u, v in zip(g0, g1)),
+                "params_after_5_steps_identical": all(torch.equal(u, v) for u, v in zip(p0, p1)),
+                "params_after_5_steps_max_abs_diff": max(float((u - v).abs().max()) for u, v in zip(p0, p1))}
+
+    kinds = ["baseline", "relu_after_pool", "adamw_fused", "adamw_foreach", "compile"]
+    ref = first_step_numbers("baseline")
+    out: dict = {}
+    for kind in kinds:
+        try:
+            exact = compare(ref, first_step_numbers(kind)) if kind != "baseline" else None
+            torch.manual_seed(0)
+            model, step_model, opt, ema = make(kind)
+            model.train()
+            t0 = time.perf_counter()
+            for i in range(warm):
+                one_step(model, step_model, opt, ema, batches[i], i)
+            warm_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for i in range(warm, warm + steps):
+                one_step(model, step_model, opt, ema, batches[i], i)
+            step_s = (time.perf_counter() - t0) / steps
+            out[kind] = {"step_ms": round(step_s * 1e3, 2), "images_per_s": round(cfg.batch_size / step_s, 1),
+                         "first_steps_s": round(warm_s, 2), "exactness": exact}
+        except Exception as e:  # e.g. inductor without a C++ compiler: recorded, the others still run
+            out[kind] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+        print(kind, out[kind], flush=True)
+    base = out["baseline"]["step_ms"]
+    for kind in kinds[1:]:
+        if "step_ms" in out[kind]:
+            out[kind]["vs_baseline"] = round(out[kind]["step_ms"] / base, 3)
+    # Evaluation batch size (the engine's per-epoch evaluation uses predict_logits' default, 512).
+    from lensforge.tasks.classify import predict_logits
+    ev = copy.deepcopy(model0).eval()
+    evals = {}
+    for bs in (512, 1024):
+        predict_logits(ev, task.eval_split, rt, batch_size=bs)
+        best = min((lambda t0: (predict_logits(ev, task.eval_split, rt, batch_size=bs), time.perf_counter() - t0)[1])(
+            time.perf_counter()) for _ in range(1 if a.check else 3))
+        evals[str(bs)] = round(best, 3)
+    res = {"command": "python bench/classify_profile.py " + " ".join(sys.argv[1:]),
+           "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": cpu_info(), "git": git_state(),
+           "timed_steps": steps, "warmup_steps": warm, "batch_size": cfg.batch_size, "precision": rt.precision,
+           "variants": out, "evaluate_seconds_by_batch": evals, "wall_seconds": round(time.perf_counter() - t_start, 1)}
+    path = Path(a.out).with_name(Path(a.out).name + "_variants" + ("-check" if a.check else ""))
+    path.with_suffix(".json").write_text(json.dumps(res, indent=1))
+    lines = ["# lensforge classify: result-keeping changes to the CPU step, timed", "",
+             f"- command: `{res['command']}`; date {res['date']}; {res['machine']['cpu']} "
+             f"({', '.join(res['machine'].get('isa', []))}), {res['machine']['torch_threads']} threads",
+             f"- {steps} timed steps after {warm} untimed ones, the same batches for every variant, batch "
+             f"{cfg.batch_size}, {rt.precision}; exactness: step-1 logits and gradients bit for bit, parameters after 5 steps", "",
+             "| variant | ms / step | vs baseline | first steps (s) | logits same | grads same | params after 5 same (max diff) |",
+             "|---|---|---|---|---|---|---|"]
+    for kind, r in out.items():
+        if "error" in r:
+            lines.append(f"| {kind} | failed: {r['error']} | | | | | |")
+            continue
+        e = r["exactness"] or {}
+        lines.append(f"| {kind} | {r['step_ms']:.2f} | {r.get('vs_baseline', 1.0):.3f} | {r['first_steps_s']:.1f} | "
+                     f"{e.get('logits_identical', '-')} | {e.get('grads_identical', '-')} | "
+                     f"{e.get('params_after_5_steps_identical', '-')}"
+                     + (f" ({e['params_after_5_steps_max_abs_diff']:.2g})" if e else "") + " |")
+    lines += ["", "Evaluation of the 10,000 test images: " + ", ".join(f"batch {k}: {v:.2f} s" for k, v in evals.items()), ""]
+    path.with_suffix(".md").write_text("\n".join(lines))
+    print("\n".join(lines))
     return 0
 
 

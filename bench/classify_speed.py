@@ -55,6 +55,17 @@ PEER_SCRIPTS = {"pytorch": "torch_plain.py", "lightning": "lightning_peer.py", "
 DEFAULT_DATA_DIR = os.environ.get("LENSFORGE_DATA_DIR", str(ROOT.parent / "shared" / "datasets"))
 
 
+def git_state() -> dict:
+    """The commit the run's code came from, and the tracked files that differed from it (lensforge
+    runs from this working tree, so an uncommitted edit there is part of what was measured)."""
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    return {"commit": git("rev-parse", "HEAD"), "modified": git("diff", "--name-only", "HEAD").splitlines()}
+
+
 def machine_info(device: str) -> dict:
     cpu = platform.processor() or "unknown"
     try:
@@ -74,7 +85,8 @@ def machine_info(device: str) -> dict:
         pass
     info = {"cpu": cpu, "cpu_isa": [f for f in ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags],
             "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "platform": platform.platform(), "device": device}
+            "python": platform.python_version(), "platform": platform.platform(), "device": device,
+            "git": git_state()}
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     from importlib.metadata import PackageNotFoundError, version
@@ -319,6 +331,7 @@ def main() -> int:
                          "target, or never when --cap is given; 0 = never)")
     ap.add_argument("--limit", type=int, default=0, help="peers: first N training images only (checking)")
     ap.add_argument("--out", default=str(HERE / "results"), help="folder for the JSON and Markdown results")
+    ap.add_argument("--tag", default="", help="appended to the results' file name (e.g. to keep a peers-only run apart)")
     a = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if a.quick:
@@ -339,7 +352,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     report = {"mode": mode, "date": stamp, "command": shlex.join(["python", "bench/classify_speed.py", *sys.argv[1:]]),
               "machine": machine_info(a.device), "epochs": a.epochs_override or a.epochs, "tasks": []}
-    base = out / f"classify_speed-{a.device.split(':')[0]}-{mode}-{'+'.join(a.tasks)}"
+    base = out / f"classify_speed-{a.device.split(':')[0]}-{mode}-{'+'.join(a.tasks)}{'-' + a.tag if a.tag else ''}"
     for task in a.tasks:
         results = []
         for peer in a.peers.split(","):
