@@ -201,8 +201,8 @@ def classify_figures(run_dir: Path, onnx_path: Path, plan) -> dict:
 
     test, _ = run_split(plan.meta, "test")
     pt, ox = classify.load(run_dir, device="cpu"), classify.load(onnx_path)
-    a, y = predict_logits(pt.model, test, pt.rt, tta_flip=pt.tta)
-    b, _ = predict_logits(ox.model, test, ox.rt, tta_flip=ox.tta)
+    a, y = predict_logits(pt.model, test, pt.rt, tta=pt.tta)
+    b, _ = predict_logits(ox.model, test, ox.rt, tta=ox.tta)
     out = {"test_images": len(y), "pt_precision": pt.rt.precision,
            "test_logits_max_abs_diff": float((a - b).abs().max()),
            "test_predictions_differing": int((a.argmax(1) != b.argmax(1)).sum()),

@@ -40,8 +40,8 @@ def test_parity_and_identical_predictions_on_the_test_set(run_dir, onnx_dyn):
     pt, ox = classify.load(run_dir), classify.load(run_dir / "model.onnx")
     assert type(ox).__name__ == "OnnxClassifier" and ox.classes == pt.classes and ox.spec == pt.spec
     test = load_dataset("digits").test
-    a, y = predict_logits(pt.model, test, pt.rt, tta_flip=pt.tta)
-    b, _ = predict_logits(ox.model, test, ox.rt, tta_flip=ox.tta)
+    a, y = predict_logits(pt.model, test, pt.rt, tta=pt.tta)
+    b, _ = predict_logits(ox.model, test, ox.rt, tta=ox.tta)
     assert len(y) == 359
     assert (a - b).abs().max().item() <= 1e-4
     assert torch.equal(a.argmax(1), b.argmax(1))

@@ -42,7 +42,7 @@ def test_help_shows_the_recipe_the_api_uses():
     opts, cfg = options_for(ClassifyTask, {})
     assert (cfg.lr, cfg.batch_size, cfg.epochs, cfg.ema) == (recipe["lr"], recipe["batch_size"], recipe["epochs"],
                                                              recipe["ema"])
-    assert make(type(opts), {}).model == "cnn" and "network (default cnn)" in text
+    assert make(type(opts), {}).model == "auto" and "else cnn (default auto)" in text
 
 
 def test_api_refuses_unknown_and_out_of_range_options(tmp_path):

@@ -5,7 +5,7 @@ every .pt load; each task then names one to three *parts* (a graph each):
 
 | task       | part(s)                 | inputs -> outputs                                               |
 |------------|-------------------------|-----------------------------------------------------------------|
-| classify   | classifier              | images (N,C,H,W) [0,1] -> logits (N,K); flip TTA inside when on |
+| classify   | classifier              | images (N,C,H,W) [0,1] -> logits (N,K); TTA (flip, shift) inside when on |
 | autoencode | encoder, decoder        | images -> codes (N,D); codes -> images [0,1]                    |
 | vae        | encoder, decoder        | images -> mu, logvar (N,D); codes -> images (mean, [0,1])       |
 | gan        | generator               | z (N,D) [, labels (N,) int64] -> images [0,1]                   |
@@ -70,18 +70,6 @@ class Plan:
 
 # ----------------------------------------------------------------------------- wrappers
 
-class FlipTTA(nn.Module):
-    """Mean of the log-softmax of the image and its mirror: classify's flip test-time augmentation,
-    the same arithmetic as tasks.classify.predict_logits(tta_flip=True), inside the graph."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return (self.model(x).float().log_softmax(1) + self.model(x.flip(-1)).float().log_softmax(1)) / 2
-
-
 class Call(nn.Module):
     """A module exposing one method of another as its forward (encoder, decoder halves)."""
 
@@ -123,9 +111,12 @@ def plan_for(ckpt: dict, model: nn.Module) -> Plan:
 
 
 def _classify(ckpt: dict, model: nn.Module) -> Plan:
-    tta = bool(ckpt.get("augment", {}).get("flip")) and ckpt.get("options", {}).get("tta", True)
-    net = FlipTTA(model) if tta else model
-    meta = {**_common(ckpt), "tta": "flip, inside the graph" if tta else "none"}
+    from ..models.classifiers import TestTimeAugment
+    from ..tasks.classify import tta_mode
+
+    tta = tta_mode(ckpt)
+    net = TestTimeAugment(model, tta) if tta != "none" else model
+    meta = {**_common(ckpt), "tta": f"{tta}, inside the graph" if tta != "none" else "none"}
     return Plan("classify", [Part("classifier", net.eval(), (_image_example(ckpt),), ["images"], ["logits"])], meta)
 
 

@@ -155,7 +155,7 @@ def _classifier(meta: dict, parts: dict):
     from ..tasks.classify import Classifier
 
     class OnnxClassifier(Classifier):
-        """tasks.classify.Classifier over onnxruntime (flip TTA, when on, is inside the graph)."""
+        """tasks.classify.Classifier over onnxruntime (test-time augmentation, when on, is inside the graph)."""
 
         def __init__(self):
             self.classes = list(meta["classes"])
@@ -164,7 +164,7 @@ def _classifier(meta: dict, parts: dict):
             self.meta = meta
             self.rt = _cpu_runtime()
             self.model = parts["classifier"]
-            self.tta = False
+            self.tta = "none"
 
     return OnnxClassifier()
 

@@ -105,6 +105,42 @@ class ResNet(nn.Module):
         return self.net(x)
 
 
+#: Test-time augmentation a classifier can be evaluated with (stored in its checkpoint as "tta").
+TTA_MODES = ("none", "flip", "flip+shift")
+
+
+class TestTimeAugment(nn.Module):
+    """A classifier averaged over views of each image, in log-softmax space (so the output ranks
+    classes exactly as the mean log-probability does):
+
+    - "flip": the image and its mirror, 1/2 each;
+    - "flip+shift": that pair at 1/2, plus the pair shifted one pixel up-left and the pair shifted
+      one pixel down-right (reflected borders) at 1/4 each, as airbench weighs them; trained with
+      random translation, the net's errors on shifted views are partly independent (+0.3 points on
+      CIFAR-10 over flip alone in airbench's measurements).
+
+    "none" returns the plain logits. The same module runs in predict, eval and the ONNX graph."""
+
+    def __init__(self, model: nn.Module, mode: str = "flip"):
+        super().__init__()
+        if mode not in TTA_MODES:
+            raise ValueError(f"unknown test-time augmentation {mode!r} (use {', '.join(TTA_MODES)})")
+        self.model, self.mode = model, mode
+
+    def _pair(self, x):
+        return (self.model(x).float().log_softmax(1) + self.model(x.flip(-1)).float().log_softmax(1)) / 2
+
+    def forward(self, x):
+        if self.mode == "none":
+            return self.model(x).float()
+        out = self._pair(x)
+        if self.mode == "flip+shift":
+            h, w = x.shape[-2:]
+            padded = nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+            out = out / 2 + (self._pair(padded[..., :h, :w]) + self._pair(padded[..., 2:, 2:])) / 4
+        return out
+
+
 register("mlp")(MLP)
 register("cnn")(CNN)
 register("resnet")(ResNet)

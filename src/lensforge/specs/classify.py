@@ -19,9 +19,10 @@ class ClassifyOptions:
     data: str = data_option()
     data_dir: str | None = data_dir_option()
     download: bool = download_option()
-    model: str = option("cnn", "network", choices=("mlp", "cnn", "resnet"), group=MODEL)
-    width: int | None = option(None, "channels of the first stage (cnn, resnet)", low=4, high=512, group=MODEL,
-                               default_help="64 cnn, 32 resnet")
+    model: str = option("auto", "network; auto = whitenet for 32x32 colour images, else cnn",
+                        choices=("auto", "mlp", "cnn", "resnet", "whitenet"), group=MODEL)
+    width: int | None = option(None, "channels of the first stage (cnn, resnet, whitenet)", low=4, high=512,
+                               group=MODEL, default_help="64 cnn and whitenet, 32 resnet")
     blocks: int | None = option(None, "residual blocks per stage (resnet)", low=1, high=16, group=MODEL,
                                 default_help="1")
     image_size: int | None = image_size_option()
@@ -40,14 +41,15 @@ class ClassifyOptions:
                                   default_help="0, off")
     blur: float | None = option(None, "share of images Gaussian-blurred", low=0.0, high=1.0, group=DATA,
                                 default_help="0, off")
-    tta: bool = option(True, "no flip test-time augmentation", negative="--no-tta", group=MODEL)
+    tta: bool = option(True, "no test-time augmentation (flip where the data has flips, plus shifts for whitenet)",
+                       negative="--no-tta", group=MODEL)
 
     def validate(self) -> None:
         from ..errors import UsageError
 
         if self.model == "mlp" and (self.width is not None or self.blocks is not None):
-            raise UsageError("--width/--blocks apply to the cnn and resnet models, not mlp")
-        if self.model == "cnn" and self.blocks is not None:
+            raise UsageError("--width/--blocks apply to the cnn, resnet and whitenet models, not mlp")
+        if self.model in ("cnn", "whitenet") and self.blocks is not None:
             raise UsageError("--blocks applies to the resnet model only")
 
 

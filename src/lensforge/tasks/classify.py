@@ -21,6 +21,8 @@ from ..data.loader import Batches
 from ..data.preprocess import PreprocessSpec, load_and_prepare, prepare
 from ..engine.checkpoint import load_checkpoint
 from ..engine.device import Runtime, select_runtime
+from ..models.classifiers import TTA_MODES, TestTimeAugment
+from ..recipes import MODEL_RECIPES
 from ..errors import DataError, UsageError
 from ..specs.classify import ClassifyOptions
 from .apply import InputFile, Record, accepts_onnx, write_records_csv, write_table_csv
@@ -33,21 +35,36 @@ TASK = "classify"
 # ----------------------------------------------------------------------------- evaluation core
 
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, data, rt: Runtime, batch_size: int = 512, tta_flip: bool = False):
-    """Logits (float32, CPU) and labels for a whole split, optionally averaging a mirrored pass."""
+def predict_logits(model: torch.nn.Module, data, rt: Runtime, batch_size: int = 512, tta: str = "none"):
+    """Logits (float32, CPU) and labels for a whole split; with test-time augmentation ("flip",
+    "flip+shift": models.classifiers.TestTimeAugment) the mean log-softmax over the views."""
     model.eval()
+    net = TestTimeAugment(model, tta)
     outs, labels = [], []
     fmt = torch.channels_last if rt.channels_last else torch.contiguous_format
     for x, y in Batches(data, batch_size, device=rt.device):
         x = x.contiguous(memory_format=fmt)
         with rt.autocast():
-            logits = model(x).float()
-            if tta_flip:
-                logits = (logits.log_softmax(1) + model(x.flip(-1)).float().log_softmax(1)) / 2
+            logits = net(x)
         outs.append(logits.cpu())
         if y is not None:
             labels.append(y.cpu())
     return torch.cat(outs), (torch.cat(labels) if labels else None)
+
+
+def tta_mode(meta: dict) -> str:
+    """The test-time augmentation a checkpoint (or its export's metadata) is evaluated with: its
+    "tta" entry, or for checkpoints from before that entry, flip TTA where it trained with flips."""
+    if meta.get("tta") in TTA_MODES:
+        return meta["tta"]
+    return "flip" if meta.get("augment", {}).get("flip") and meta.get("options", {}).get("tta", True) else "none"
+
+
+def pick_model(shape: tuple[int, int, int]) -> str:
+    """--model auto: whitenet for 32x32 colour images (CIFAR-10 and folders like it), where it
+    reaches 0.93 on CIFAR-10 on a 2-core CPU (bench/results/cifar10_whitenet*.json); the course's
+    cnn elsewhere (28 px digits and clothes, larger photos)."""
+    return "whitenet" if tuple(shape) == (3, 32, 32) else "cnn"
 
 
 def confusion(pred: torch.Tensor, true: torch.Tensor, n: int) -> np.ndarray:
@@ -67,6 +84,7 @@ class ClassifyTask(TrainableTask):
                           val_fraction=opts.val_fraction, seed=cfg.seed)
         if not ds.classes or len(ds.classes) < 2:
             raise DataError(f"{opts.data}: classification needs at least 2 classes, found {ds.num_classes}")
+        model_recipe = self._choose_model(tuple(ds.train.shape))
         # The dataset's augmentation, with each setting the user gave (same names) put in its place;
         # a resumed run keeps the one it started with (a setting its checkpoint lacks did not exist
         # then, so it was off), even where a dataset's default has changed since.
@@ -75,14 +93,18 @@ class ClassifyTask(TrainableTask):
         if isinstance(started, dict):
             self.augment = Augment(**{k: v for k, v in started.items() if k in names})
         else:
-            given = {k: getattr(opts, k) for k in names if getattr(opts, k) is not None}
-            self.augment = replace(ds.augment, **given)
+            given = {k: getattr(opts, k) for k in names if hasattr(opts, k) and getattr(opts, k) is not None}
+            recipe = {k: v for k, v in model_recipe.items() if k in names and k not in given}
+            self.augment = replace(ds.augment, **recipe, **given)
+        self.tta = (tta_mode(self.resume_state) if self.resume_state is not None else
+                    "none" if not (opts.tta and self.augment.flip) else model_recipe.get("tta", "flip"))
         self.ds = ds
         self.fit_recipe_to_data(len(ds.train))
         c, h, w = ds.train.shape
         self.input_shape = (c, h, w)
-        images = ds.train.images if hasattr(ds.train, "images") else ds.train.take(torch.arange(min(len(ds.train), 512)))[0]
+        images = ds.train.images if hasattr(ds.train, "images") else ds.train.take(torch.arange(min(len(ds.train), 5000)))[0]
         mean, std = _channel_stats(images)
+        self.data_sample = images[:5000]   # whitenet's whitening filters are fitted to it (build_model)
         self.model_name = opts.model
         self.model_kwargs = {"in_channels": c, "num_classes": ds.num_classes, "image_size": [h, w], "mean": mean,
                              "std": std, **_architecture(opts)}
@@ -90,6 +112,37 @@ class ClassifyTask(TrainableTask):
                                      augment=self.augment, seed=cfg.seed)
         self.eval_split, self.eval_prefix = (ds.val, "val") if ds.val is not None else (ds.test, "test")
         self.fmt = torch.channels_last if self.rt.channels_last else torch.contiguous_format
+
+    def _choose_model(self, shape: tuple[int, int, int]) -> dict:
+        """Resolve --model auto from the data's shape and overlay the network's own recipe
+        (recipes.MODEL_RECIPES) on the options the caller did not set; returns that recipe."""
+        opts, cfg = self.opts, self.cfg
+        if opts.model == "auto":
+            opts.model = pick_model(shape)
+        if opts.blocks is not None and opts.model != "resnet":
+            raise UsageError(f"--blocks applies to the resnet model only (this run uses {opts.model})")
+        if opts.width is not None and opts.model == "mlp":
+            raise UsageError("--width applies to the cnn, resnet and whitenet models, not mlp")
+        recipe = MODEL_RECIPES.get(self.name, {}).get(opts.model, {})
+        if self.resume_state is None:
+            for key, value in recipe.items():
+                if key in self.given:
+                    continue
+                if hasattr(cfg, key):
+                    setattr(cfg, key, value)
+                elif hasattr(opts, key) and key not in _AUGMENT_KEYS:   # label_smoothing
+                    setattr(opts, key, value)
+            if recipe:
+                self.choices.append(f"{opts.model} recipe for the options not given: " + ", ".join(
+                    f"{k} {v}" for k, v in recipe.items() if k not in self.given))
+        return recipe
+
+    def build_model(self) -> torch.nn.Module:
+        model = super().build_model()
+        if self.resume_state is None and hasattr(model, "fit_to_data"):
+            model.fit_to_data(self.data_sample)
+        self.data_sample = None
+        return model
 
     def has_validation(self) -> bool:
         return self.ds.val is not None
@@ -104,7 +157,8 @@ class ClassifyTask(TrainableTask):
         return {"augment": self.augment.to_dict(), "preprocess": self.ds.spec.to_dict(), "splits": split_sizes(self.ds)}
 
     def extra_meta(self) -> dict:
-        return {"classes": list(self.ds.classes), "preprocess": self.ds.spec.to_dict(), "augment": self.augment.to_dict()}
+        return {"classes": list(self.ds.classes), "preprocess": self.ds.spec.to_dict(), "augment": self.augment.to_dict(),
+                "tta": self.tta}
 
     def training_step(self, model, batch):
         x, y = batch
@@ -130,11 +184,10 @@ class ClassifyTask(TrainableTask):
             out["val_accuracy"] = fit.best_value
         split = ds.test if ds.test is not None else ds.val
         prefix = "test" if ds.test is not None else "val"
-        use_tta = self.opts.tta and self.augment.flip
-        logits, y = predict_logits(net, split, rt, tta_flip=False)
+        logits, y = predict_logits(net, split, rt)
         plain = (logits.argmax(1) == y).float().mean().item()
-        if use_tta:
-            logits, _ = predict_logits(net, split, rt, tta_flip=True)
+        if self.tta != "none":
+            logits, _ = predict_logits(net, split, rt, tta=self.tta)
         prob = logits.softmax(1)
         pred = prob.argmax(1)
         cm = confusion(pred, y, ds.num_classes)
@@ -142,7 +195,7 @@ class ClassifyTask(TrainableTask):
         if prefix == "test":
             out.update({"test_accuracy_plain": plain, "test_accuracy": (pred == y).float().mean().item(),
                         "test_loss": F.nll_loss(prob.clamp_min(1e-12).log(), y).item(),
-                        "tta": "flip" if use_tta else "none", "test_images": len(y), "per_class": table})
+                        "tta": self.tta, "test_images": len(y), "per_class": table})
         plot_confusion_matrix(cm, ds.classes, run_dir / "confusion_matrix.png")
         wrong = (pred != y).nonzero().flatten()
         order = wrong[prob[wrong, pred[wrong]].argsort(descending=True)][:32]
@@ -154,6 +207,10 @@ class ClassifyTask(TrainableTask):
         self.figures += [(f"Confusion matrix ({prefix})", "confusion_matrix.png"), ("Most confident mistakes", "mistakes.png")]
         self.tables.append(("Per-class precision / recall", table))
         return out
+
+
+#: Recipe keys that are augmentation (set on the Augment) or the TTA mode, not task options.
+_AUGMENT_KEYS = {f.name for f in fields(Augment)} | {"tta"}
 
 
 def _architecture(opts: ClassifyOptions) -> dict:
@@ -213,7 +270,7 @@ class Classifier:
         self.rt = select_runtime(device, "auto")
         self.model = restore_model(ckpt)
         self.model.to(self.rt.device).eval()
-        self.tta = bool(ckpt.get("augment", {}).get("flip")) and ckpt.get("options", {}).get("tta", True)
+        self.tta = tta_mode(ckpt)
 
     def _inputs(self, images) -> tuple[list[str], list[np.ndarray | None], list[str | None]]:
         names, arrays, errors = [], [], []
@@ -250,7 +307,7 @@ class Classifier:
         for start in range(0, len(good), batch_size):
             chunk = good[start:start + batch_size]
             x = torch.from_numpy(np.stack([arrays[i] for i in chunk]))
-            logits, _ = predict_logits(self.model, TensorSet(x), self.rt, batch_size, tta_flip=self.tta)
+            logits, _ = predict_logits(self.model, TensorSet(x), self.rt, batch_size, tta=self.tta)
             prob = logits.softmax(1)
             conf, idx = prob.topk(k, dim=1)
             for row, i in enumerate(chunk):
@@ -310,7 +367,7 @@ def evaluate(weights: str | Path, data: str | None = None, *, data_dir=None, spl
         raise DataError(f"{data}: images are {tuple(target.shape)}, model expects {(spec.channels, *spec.size)}")
     if list(ds.classes) != clf.classes:
         raise DataError(f"{data}: classes {ds.classes[:5]}... differ from the model's {clf.classes[:5]}...")
-    logits, y = predict_logits(clf.model, target, clf.rt, batch_size, tta_flip=clf.tta)
+    logits, y = predict_logits(clf.model, target, clf.rt, batch_size, tta=clf.tta)
     pred = logits.argmax(1)
     from ..report import per_class_table
     cm = confusion(pred, y, len(clf.classes))

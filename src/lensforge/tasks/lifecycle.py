@@ -86,8 +86,10 @@ class TrainableTask:
         The recipes are tuned on 50k-60k images. On a few hundred (a user's folder: ORL faces, 320
         training images) batch 256 gives one or two steps per epoch and a one-cycle warm-up of a
         single step: measured 0.087 test accuracy on ORL. So: the batch is the largest power of two
-        with at least 50 steps per epoch (16..recipe), the peak lr scales with sqrt(batch) as for
-        Adam-type optimisers, without an explicit --epochs the run gets at least 600 steps, and a
+        with at least 40 steps per epoch (16..recipe; 40 lets whitenet's batch of 1024 stand on
+        CIFAR-10's 50,000 images: 48 steps), the peak lr scales with sqrt(batch) as for
+        Adam-type optimisers (linearly for SGD), without an explicit --epochs such a small set's run
+        gets at least 600 steps, and a
         run shorter than the weight EMA's horizon (1/(1-decay) steps) gets a horizon of a fifth of
         the run (an EMA of 0.999 over a 44-step run is mostly the random initialisation). Runs on
         the 50-60k-image sets keep the recipe exactly.
@@ -96,19 +98,22 @@ class TrainableTask:
         if self.resume_state is not None:
             return
         cfg, recipe = self.cfg, RECIPES.get(self.name, {})
+        small = n_train // cfg.batch_size < 40   # the data cannot feed the recipe's batch
         if "batch_size" not in self.given:
             batch = cfg.batch_size
-            while batch > 16 and n_train // batch < 50:
+            while batch > 16 and n_train // batch < 40:
                 batch //= 2
             if batch != cfg.batch_size:
-                scale = (batch / cfg.batch_size) ** 0.5
+                # Adam-type steps are normalised, so their lr scales with sqrt(batch); SGD's with batch.
+                scale = (batch / cfg.batch_size) ** (1.0 if cfg.optimizer == "sgd" else 0.5)
                 self.choices.append(f"batch {batch} (recipe {cfg.batch_size}: {n_train} training images would give "
                                     f"{n_train // cfg.batch_size} steps per epoch)")
                 cfg.batch_size = batch
                 if "lr" not in self.given:
                     cfg.lr = float(f"{cfg.lr * scale:.3g}")
-                    self.choices.append(f"lr {cfg.lr:g} (recipe lr scaled by sqrt(batch ratio))")
-        if "epochs" not in self.given:
+                    rule = "batch ratio" if cfg.optimizer == "sgd" else "sqrt(batch ratio)"
+                    self.choices.append(f"lr {cfg.lr:g} (recipe lr scaled by {rule})")
+        if "epochs" not in self.given and small:
             steps = max(1, n_train // cfg.batch_size)
             need = -(-600 // steps)
             if need > cfg.epochs:

@@ -1,0 +1,123 @@
+"""whitenet (the 32x32 colour default) and what it brought: whitening filters, parameter groups,
+alternating flips, flip+shift test-time augmentation, --model auto with the network's recipe."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import write_image_folder
+
+
+def test_whitening_filters_decorrelate_the_training_patches():
+    from lensforge.models import create_model
+
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(400, 3, 16, 16, generator=g)
+    images = (base + torch.roll(base, 1, dims=-1) + 0.5 * base[:, :1]) / 2.5   # correlated pixels and channels
+    net = create_model("whitenet", in_channels=3, num_classes=10, image_size=[16, 16])
+    net.fit_to_data(images)
+    with torch.no_grad():
+        out = net.whiten(net.norm(images)) - net.whiten.bias.view(1, -1, 1, 1)
+    half = out[:, :12].permute(1, 0, 2, 3).reshape(12, -1)
+    cov = half @ half.T / half.shape[1]
+    # each output channel has unit variance (up to eps on the weakest), and they are uncorrelated
+    assert torch.allclose(cov.diagonal()[:8], torch.ones(8), atol=0.02)
+    off = cov - torch.diag(cov.diagonal())
+    assert off.abs().max() < 0.02
+    # the second half are the negatives (GELU keeps both signs)
+    assert torch.allclose(net.whiten.weight[12:], -net.whiten.weight[:12])
+    assert not net.whiten.weight.requires_grad
+    # a uint8 sample (what the loaders hold) gives the filters of the same images as [0, 1] floats
+    as_bytes = (images.clamp(0, 1) * 255).round().to(torch.uint8)
+    other = create_model("whitenet", in_channels=3, num_classes=10, image_size=[16, 16])
+    other.fit_to_data(as_bytes)
+    net.fit_to_data(as_bytes.float() / 255)
+    assert torch.allclose(other.whiten.weight, net.whiten.weight, atol=1e-4)
+
+
+def test_parameter_groups_run_bn_biases_faster_with_the_same_decay_per_step():
+    from lensforge.engine.config import TrainConfig
+    from lensforge.engine.trainer import build_optimizer
+    from lensforge.models import create_model
+    from lensforge.models.whitenet import BN_BIAS_LR_SCALE
+
+    net = create_model("whitenet", in_channels=3, num_classes=4, image_size=[32, 32], width=8)
+    opt = build_optimizer(net, TrainConfig(optimizer="sgd", lr=0.5, weight_decay=1e-3))
+    fast = [g for g in opt.param_groups if g["lr_scale"] == BN_BIAS_LR_SCALE]
+    slow = [g for g in opt.param_groups if g["lr_scale"] == 1.0]
+    assert len(fast) == len(slow) == 1
+    assert fast[0]["weight_decay"] == pytest.approx(1e-3 / BN_BIAS_LR_SCALE) and slow[0]["weight_decay"] == 1e-3
+    grouped = {id(p) for g in opt.param_groups for p in g["params"]}
+    trainable = {id(p) for p in net.parameters() if p.requires_grad}
+    assert grouped == trainable and id(net.whiten.weight) not in grouped
+    assert all(p.dim() == 1 for p in fast[0]["params"])   # only the norms' biases
+
+
+def test_alternating_flips_mirror_each_image_every_other_epoch():
+    from lensforge.data.catalog import Augment
+    from lensforge.data.loader import Batches
+    from lensforge.data.sets import TensorSet
+
+    x = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
+    batches = Batches(TensorSet(x, torch.zeros(40, dtype=torch.long)), 10, augment=Augment(flip=True, alternating_flip=True))
+    views = [torch.cat([b for b, _ in batches.epoch(e)]) for e in range(4)]
+    mirrored = [(v - x.float() / 255).abs().flatten(1).amax(1) > 0 for v in views]
+    assert 10 < int(mirrored[0].sum()) < 30                       # a seeded half, not all or none
+    assert torch.equal(mirrored[1], ~mirrored[0]) and torch.equal(mirrored[2], mirrored[0])
+    assert torch.equal(views[1], torch.where(mirrored[0][:, None, None, None], x.float() / 255, x.float().flip(-1) / 255))
+    assert torch.equal(views[3], views[1])
+
+
+def test_flip_shift_tta_is_the_weighted_mean_of_six_views():
+    from lensforge.models.classifiers import TestTimeAugment
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(5))
+    x = torch.rand(2, 3, 8, 8)
+    model(x)
+    ls = lambda v: model(v).log_softmax(1)  # noqa: E731
+    pair = lambda v: (ls(v) + ls(v.flip(-1))) / 2  # noqa: E731
+    p = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+    expected = pair(x) / 2 + pair(p[..., :8, :8]) / 4 + pair(p[..., 2:, 2:]) / 4
+    assert torch.allclose(TestTimeAugment(model, "flip+shift")(x), expected, atol=1e-6)
+    assert torch.allclose(TestTimeAugment(model, "flip")(x), pair(x), atol=1e-6)
+    assert torch.equal(TestTimeAugment(model, "none")(x), model(x))
+    with pytest.raises(ValueError, match="unknown test-time augmentation"):
+        TestTimeAugment(model, "rotate")
+
+
+def test_auto_picks_whitenet_for_small_colour_images_and_the_caller_wins(tmp_path):
+    from lensforge.engine.checkpoint import load_checkpoint
+    from lensforge.tasks import classify
+
+    root = write_image_folder(tmp_path / "colours", classes=("r", "g", "b"), n=40, size=(32, 32))
+    run = classify.train(str(root), epochs=3, width=16, label_smoothing=0.1, out=tmp_path / "run", progress=False)
+    ckpt = load_checkpoint(run.best_weights, task="classify")
+    assert ckpt["model_name"] == "whitenet" and ckpt["tta"] == "flip+shift" and ckpt["augment"]["alternating_flip"]
+    cfg = ckpt["config"]
+    assert cfg["optimizer"] == "sgd" and cfg["momentum"] == 0.85 and cfg["epochs"] == 3   # recipe, caller's epochs
+    assert ckpt["options"]["label_smoothing"] == 0.1 and ckpt["model_kwargs"]["width"] == 16
+    # three colour classes from 96 training images: far above chance (1/3)
+    assert run.results["test_accuracy"] >= 0.9 and run.results["tta"] == "flip+shift"
+    clf = classify.load(run.dir)
+    assert clf.tta == "flip+shift" and clf.predict([root / "g" / "0.png"])[0].label == "g"
+    # the ONNX graph carries the whitening layer and the six-view TTA, and predicts the same
+    from lensforge import export as lfexport
+
+    res = lfexport.export(run.dir, out=tmp_path / "model.onnx")
+    assert res.parity["classifier"] <= 1e-4
+    ox = classify.load(tmp_path / "model.onnx")
+    files = [root / c / f"{i}.png" for c in ("r", "g", "b") for i in range(3)]
+    assert [p.label for p in ox.predict(files)] == [p.label for p in clf.predict(files)]
+
+
+def test_auto_keeps_the_cnn_for_other_shapes_and_blocks_need_a_resnet(tmp_path):
+    from lensforge.errors import UsageError
+    from lensforge.tasks import classify
+    from lensforge.tasks.classify import pick_model
+
+    assert pick_model((1, 28, 28)) == "cnn" and pick_model((3, 64, 64)) == "cnn" and pick_model((3, 32, 32)) == "whitenet"
+    root = write_image_folder(tmp_path / "colours", n=8, size=(32, 32))
+    with pytest.raises(UsageError, match="--blocks applies to the resnet model only"):
+        classify.train(str(root), blocks=2, out=tmp_path / "r")
+    assert not (tmp_path / "r").exists()
