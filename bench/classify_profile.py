@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import signal
 import subprocess
 import os
 import platform
@@ -471,8 +472,21 @@ def variants(a) -> int:
                 "params_after_5_steps_max_abs_diff": max(float((u - v).abs().max()) for u, v in zip(p0, p1))}
 
     kinds = ["baseline", "relu_after_pool", "adamw_fused", "adamw_foreach", "compile"]
-    ref = first_step_numbers("baseline")
+
+    class Stop(Exception):
+        pass
+
+    def stop(*_):
+        raise Stop()
+
+    # A time limit (timeout's SIGTERM) ends the variant in progress; the ones done are still written.
+    signal.signal(signal.SIGTERM, stop)
     out: dict = {}
+    interrupted = False
+    try:
+        ref = first_step_numbers("baseline")
+    except Stop:
+        return 143
     for kind in kinds:
         try:
             exact = compare(ref, first_step_numbers(kind)) if kind != "baseline" else None
@@ -489,18 +503,23 @@ def variants(a) -> int:
             step_s = (time.perf_counter() - t0) / steps
             out[kind] = {"step_ms": round(step_s * 1e3, 2), "images_per_s": round(cfg.batch_size / step_s, 1),
                          "first_steps_s": round(warm_s, 2), "exactness": exact}
+        except Stop:
+            out[kind] = {"error": "stopped by SIGTERM (time limit) before it finished"}
+            interrupted = True
         except Exception as e:  # e.g. inductor without a C++ compiler: recorded, the others still run
             out[kind] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
         print(kind, out[kind], flush=True)
-    base = out["baseline"]["step_ms"]
+        if interrupted:
+            break
+    base = out.get("baseline", {}).get("step_ms")
     for kind in kinds[1:]:
-        if "step_ms" in out[kind]:
+        if base and "step_ms" in out.get(kind, {}):
             out[kind]["vs_baseline"] = round(out[kind]["step_ms"] / base, 3)
     # Evaluation batch size (the engine's per-epoch evaluation uses predict_logits' default, 512).
     from lensforge.tasks.classify import predict_logits
     ev = copy.deepcopy(model0).eval()
     evals = {}
-    for bs in (512, 1024):
+    for bs in (() if interrupted else (512, 1024)):
         predict_logits(ev, task.eval_split, rt, batch_size=bs)
         best = min((lambda t0: (predict_logits(ev, task.eval_split, rt, batch_size=bs), time.perf_counter() - t0)[1])(
             time.perf_counter()) for _ in range(1 if a.check else 3))
@@ -527,7 +546,9 @@ def variants(a) -> int:
                      f"{e.get('logits_identical', '-')} | {e.get('grads_identical', '-')} | "
                      f"{e.get('params_after_5_steps_identical', '-')}"
                      + (f" ({e['params_after_5_steps_max_abs_diff']:.2g})" if e else "") + " |")
-    lines += ["", "Evaluation of the 10,000 test images: " + ", ".join(f"batch {k}: {v:.2f} s" for k, v in evals.items()), ""]
+    if evals:
+        lines += ["", "Evaluation of the 10,000 test images: " + ", ".join(f"batch {k}: {v:.2f} s" for k, v in evals.items())]
+    lines.append("")
     path.with_suffix(".md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 0
