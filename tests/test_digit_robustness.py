@@ -105,22 +105,53 @@ def test_blur_keeps_ink_and_softens_edges():
 
 # ----------------------------------------------------------------------------- defaults and options
 
-def test_digit_ops_are_opt_in_until_measured_on_mnist(tmp_path):
-    """The pen/zoom/rotation/blur ops are options; no dataset turns them on by default yet (the
-    MNIST default recipe with them has not been measured against the >= 0.995 bar)."""
+def test_handwriting_sets_train_with_the_digit_ops_by_default(tmp_path):
+    """MNIST's default recipe, and the bundled digits set's, include the pen/zoom/rotation/blur ops
+    (measured: bench/results/mnist_digit_robustness.md); Fashion-MNIST keeps exactly its old
+    augmentation (clothes are not handwriting)."""
     data = tmp_path / "data"
     write_idx_dataset(data / "mnist")
     write_idx_dataset(data / "fashion-mnist")
-    for name in ("mnist", "digits", "fashion-mnist"):
+    for name in ("mnist", "digits"):
         aug = load_dataset(name, data_dir=data, download=False).augment
-        assert (aug.stroke, aug.scale, aug.rotate, aug.blur) == (0, 0, 0, 0), name
+        assert (aug.translate, aug.flip, aug.cutout) == (2, False, 0), name
+        assert min(aug.stroke, aug.scale, aug.rotate, aug.blur) > 0, name
+        assert aug.rotate <= 30 and aug.scale <= 0.3, name     # a 6 must not turn into a 9
+    assert load_dataset("fashion-mnist", data_dir=data, download=False).augment == Augment(translate=0, flip=True)
+
+
+def test_resume_keeps_the_augmentation_the_run_started_with(mnist_dir, tmp_path):
+    """MNIST's default changed: a run started under the new default resumes with it, and one started
+    before (its checkpoint lists no digit ops) resumes without them, so both continue exactly."""
+    import shutil
+
+    from lensforge.engine.checkpoint import load_checkpoint, save_checkpoint
+    from lensforge.tasks.classify import train
+
+    default = load_dataset("mnist", data_dir=mnist_dir, download=False).augment.to_dict()
+    new = train("mnist", data_dir=mnist_dir, model="mlp", epochs=1, batch_size=64, out=tmp_path / "new",
+                progress=False, precision="fp32")
+    assert load_checkpoint(new.dir / "weights" / "last.pt")["augment"] == default
+    old = tmp_path / "old"
+    shutil.copytree(new.dir, old)
+    last = old / "weights" / "last.pt"
+    ckpt = load_checkpoint(last)
+    ckpt["augment"] = {"translate": 2, "flip": False, "cutout": 0}      # what lensforge stored before
+    for key in ("stroke", "scale", "rotate", "blur"):
+        ckpt["options"].pop(key, None)
+    save_checkpoint(last, {k: v for k, v in ckpt.items() if k not in ("format", "version")})
+    for run, expected in ((new.dir, default), (old, {**default, "stroke": 0.0, "scale": 0.0, "rotate": 0.0,
+                                                      "blur": 0.0})):
+        resumed = train(resume=run, epochs=2, progress=False)
+        assert load_checkpoint(resumed.dir / "weights" / "last.pt")["augment"] == expected, run.name
 
 
 def test_every_augment_setting_is_an_option_and_reaches_augment_batch():
     from lensforge.specs.classify import ClassifyOptions
 
     names = {f.name for f in fields(ClassifyOptions)}
-    assert {f.name for f in fields(Augment)} <= names
+    # alternating_flip is a network recipe's setting (whitenet), deliberately not a flag
+    assert {f.name for f in fields(Augment)} - {"alternating_flip"} <= names
     A.augment_batch(bar_batch(2), **Augment(**DIGIT_OPS).batch_kwargs(), generator=gen())  # every key accepted
 
 
@@ -160,7 +191,8 @@ def test_resumed_old_run_keeps_its_augmentation(digits_run):
     save_checkpoint(last, {k: v for k, v in ckpt.items() if k not in ("format", "version")})
     resumed = train(resume=digits_run.dir, epochs=2, progress=False)
     aug = load_checkpoint(resumed.dir / "weights" / "last.pt")["augment"]
-    assert aug == {"translate": 2, "flip": False, "cutout": 0, "stroke": 0.0, "scale": 0.0, "rotate": 0.0, "blur": 0.0}
+    assert aug == Augment(translate=2).to_dict()       # every digit op off, although digits' default has them
+    assert aug["stroke"] == aug["scale"] == aug["rotate"] == aug["blur"] == 0
 
 
 # ----------------------------------------------------------------------------- photo renderer

@@ -34,13 +34,13 @@ class ClassifyOptions:
     cutout: int | None = option(None, "cutout square size in px, 0 = off", low=0, high=256, group=DATA,
                                 default_help="per dataset")
     stroke: float | None = option(None, "share of images drawn with a thicker or thinner pen", low=0.0, high=1.0,
-                                  group=DATA, default_help="0, off")
+                                  group=DATA, default_help="0.5 for mnist and digits, else 0")
     scale: float | None = option(None, "random scale range +-", low=0.0, high=0.9, group=DATA,
-                                 default_help="0, off")
+                                 default_help="0.15 for mnist and digits, else 0")
     rotate: float | None = option(None, "max random rotation in degrees", low=0.0, high=180.0, group=DATA,
-                                  default_help="0, off")
+                                  default_help="15 for mnist and digits, else 0")
     blur: float | None = option(None, "share of images Gaussian-blurred", low=0.0, high=1.0, group=DATA,
-                                default_help="0, off")
+                                default_help="0.5 for mnist and digits, else 0")
     tta: bool = option(True, "no test-time augmentation (flip where the data has flips, plus shifts for whitenet)",
                        negative="--no-tta", group=MODEL)
 
