@@ -26,8 +26,10 @@ OUT = ROOT / "bench" / "out" / "generative"
 RESULTS = ROOT / "bench" / "results" / "generative.json"
 LOCK = "/tmp/lensforge-cpu.lock"
 ORL = f"{DATA}/orl-faces.zip"
+# The commit whose code the *_before experiments run: the last one before issue 17's GAN recipe.
+BEFORE = "fd5c176"
 
-# name -> (equivalent CLI command, python API call run in a child process)
+# name -> (equivalent CLI command, python API call run in a child process[, commit whose src/ it runs with])
 EXPERIMENTS = {
     "ae_fashion_conv3": (
         f"lensforge autoencode train --data fashion-mnist --data-dir {DATA} --model conv --latent-dim 3 --epochs 4 "
@@ -49,11 +51,21 @@ EXPERIMENTS = {
         f"--out bench/out/generative/fd_classifier_mnist --no-progress",
         "from lensforge.tasks import classify; classify.train('mnist', data_dir=D, model='cnn', epochs=1, out=O, "
         "progress=False, label_smoothing=0.0, precision='fp32')"),
+    # Issue 17: the default recipe (no flags but the judge): DCGAN G and D with G's Adam betas (0.5, 0.999),
+    # EMA 0.999 of G, 28 epochs, bf16 autocast on an AMX-BF16 CPU (lensforge.recipes, tasks/gan.py).
     "gan_mnist": (
-        f"lensforge gan train --data mnist --data-dir {DATA} --epochs 15 --ema 0.999 "
+        f"lensforge gan train --data mnist --data-dir {DATA} "
         f"--fd-classifier bench/out/generative/fd_classifier_mnist --out bench/out/generative/gan_mnist --no-progress",
-        "from lensforge.tasks import gan; gan.train('mnist', data_dir=D, epochs=15, ema=0.999, "
+        "from lensforge.tasks import gan; gan.train('mnist', data_dir=D, "
         "fd_classifier=str(OUT / 'fd_classifier_mnist'), out=O, progress=False)"),
+    # The recipe before issue 17 (G's Adam betas (0.9, 0.99), fp32 on CPUs), run with that commit's code
+    # (git archive BEFORE src, on PYTHONPATH) on this machine, so before and after compare on one CPU.
+    "gan_mnist_before": (
+        f"lensforge gan train --data mnist --data-dir {DATA} --epochs 15 --ema 0.999 "
+        f"--fd-classifier bench/out/generative/fd_classifier_mnist --out bench/out/generative/gan_mnist_before "
+        f"--no-progress",
+        "from lensforge.tasks import gan; gan.train('mnist', data_dir=D, epochs=15, ema=0.999, "
+        "fd_classifier=str(OUT / 'fd_classifier_mnist'), out=O, progress=False)", "BEFORE"),
     "gan_mnist_cond": (
         f"lensforge gan train --data mnist --data-dir {DATA} --conditional --epochs 8 --ema 0.999 "
         f"--fd-classifier bench/out/generative/fd_classifier_mnist --out bench/out/generative/gan_mnist_cond "
@@ -86,17 +98,17 @@ EXPERIMENTS = {
         f"--out bench/out/generative/fd_classifier_orl --no-progress",
         "from lensforge.tasks import classify; classify.train(ORL, image_size=64, model='cnn', out=O, progress=False, "
         "label_smoothing=0.0, precision='fp32')"),
-    "gan_faces_dcgan": (
+    "gan_faces_fd": (
         f"lensforge gan train --data {ORL} --image-size 64 --epochs 150 --batch-size 32 --ema 0.999 "
-        f"--loss bce --fd-classifier bench/out/generative/fd_classifier_orl "
-        f"--out bench/out/generative/gan_faces_dcgan --no-progress",
+        f"--fd-classifier bench/out/generative/fd_classifier_orl --out bench/out/generative/gan_faces_fd --no-progress",
         "from lensforge.tasks import gan; gan.train(ORL, image_size=64, epochs=150, batch_size=32, ema=0.999, "
-        "spectral_norm=False, loss='bce', fd_classifier=str(OUT / 'fd_classifier_orl'), out=O, progress=False)"),
-    "gan_faces_sn": (
-        f"lensforge gan train --data {ORL} --image-size 64 --epochs 150 --batch-size 32 --ema 0.999 --spectral-norm "
-        f"--fd-classifier bench/out/generative/fd_classifier_orl --out bench/out/generative/gan_faces_sn --no-progress",
+        "fd_classifier=str(OUT / 'fd_classifier_orl'), out=O, progress=False)"),
+    "gan_faces_fd_before": (
+        f"lensforge gan train --data {ORL} --image-size 64 --epochs 150 --batch-size 32 --ema 0.999 "
+        f"--fd-classifier bench/out/generative/fd_classifier_orl --out bench/out/generative/gan_faces_fd_before "
+        f"--no-progress",
         "from lensforge.tasks import gan; gan.train(ORL, image_size=64, epochs=150, batch_size=32, ema=0.999, "
-        "spectral_norm=True, fd_classifier=str(OUT / 'fd_classifier_orl'), out=O, progress=False)"),
+        "fd_classifier=str(OUT / 'fd_classifier_orl'), out=O, progress=False)", "BEFORE"),
 }
 
 DOC_IMAGES = {  # run file -> docs/img name
@@ -111,23 +123,41 @@ DOC_IMAGES = {  # run file -> docs/img name
     ("gan_faces", "samples.png"): "gan_faces_samples.png",
     ("gan_mnist_sn", "samples.png"): "gan_mnist_sn_samples.png",
     ("gan_mnist_sn", "progress.png"): "gan_mnist_sn_progress.png",
-    ("gan_faces_sn", "samples.png"): "gan_faces_sn_samples.png",
+    ("gan_mnist_before", "samples.png"): "gan_mnist_before_samples.png",
+    ("gan_faces_fd", "samples.png"): "gan_faces_fd_samples.png",
+    ("gan_faces_fd_before", "samples.png"): "gan_faces_fd_before_samples.png",
 }
 
 
+def code_at(commit: str) -> Path:
+    """src/ of `commit` exported (git archive) into bench/out, for experiments that measure old code."""
+    dest = OUT / f"src-{commit}"
+    if not (dest / "src" / "lensforge").is_dir():
+        dest.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", commit, "src"], cwd=ROOT, check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest / "src"
+
+
 def run_one(name: str) -> dict:
-    cli, code = EXPERIMENTS[name]
+    cli, code, *commit = EXPERIMENTS[name]
+    commit = BEFORE if commit == ["BEFORE"] else (commit[0] if commit else None)
     out = OUT / name
     if out.exists():
         shutil.rmtree(out)
     prog = (f"import sys; from pathlib import Path; D={DATA!r}; ORL={ORL!r}; OUT=Path({str(OUT)!r}); "
             f"O={str(out)!r}; {code}")
+    env = dict(os.environ)
+    if commit:   # that commit's lensforge first on the path, ahead of the editable install of this tree
+        env["PYTHONPATH"] = os.pathsep.join([str(code_at(commit))] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     t0 = time.time()
     locked = os.environ.get("LENSFORGE_BENCH_LOCKED") == "1"   # the caller already holds the lock
-    proc = subprocess.run(([] if locked else ["flock", LOCK]) + [sys.executable, "-c", prog], cwd=ROOT)
+    proc = subprocess.run(([] if locked else ["flock", LOCK]) + [sys.executable, "-c", prog], cwd=ROOT, env=env)
     wall = time.time() - t0  # includes waiting for the lock; the run's own train_seconds is in results
-    return collect(name, out, {"command": cli, "exit_code": proc.returncode,
-                               "wall_seconds_incl_lock_wait": round(wall, 1)})
+    entry = {"command": cli, "exit_code": proc.returncode, "wall_seconds_incl_lock_wait": round(wall, 1)}
+    if commit:
+        entry["code_commit"] = commit
+    return collect(name, out, entry)
 
 
 def collect(name: str, out: Path, entry: dict) -> dict:
@@ -161,24 +191,39 @@ def summarise(all_results: dict) -> dict:
         s["denoise_output_psnr_db"] = r["test_psnr"]
         s["denoise_gain_db"] = r["test_psnr_gain_db"]
         s["denoise_ok"] = r["test_psnr_gain_db"] >= 6
-    for exp, key in (("gan_mnist", "gan"), ("gan_mnist_cond", "gan_cond"), ("gan_mnist_sn", "gan_sn")):
+    for exp, key in (("gan_mnist", "gan"), ("gan_mnist_before", "gan_before"), ("gan_mnist_cond", "gan_cond"),
+                     ("gan_mnist_sn", "gan_sn")):
         r = all_results.get(exp, {}).get("results")
         if r and isinstance(r.get("fd_vs_train"), float):
             fds = r["fd_per_epoch"]
             s[f"{key}_fd_per_epoch"] = fds
             s[f"{key}_fd_falls"] = fds[-1] < fds[0]
+            # "still falling": the lowest FD of the run is in its last quarter of epochs
+            s[f"{key}_fd_best_in_last_quarter"] = fds.index(min(fds)) >= len(fds) - max(1, len(fds) // 4)
             s[f"{key}_recognisable_fraction"] = r["recognisable_fraction"]
             s[f"{key}_recognisable_ok"] = r["recognisable_fraction"] >= 0.8
-    for exp, key in (("gan_faces_dcgan", "faces_dcgan"), ("gan_faces_sn", "faces_sn")):
+            s[f"{key}_train_seconds"] = r["train_seconds"]
+    for exp, key in (("gan_faces_fd", "faces"), ("gan_faces_fd_before", "faces_before")):
         r = all_results.get(exp, {}).get("results")
         if r and isinstance(r.get("fd_vs_test"), float):
             s[f"{key}_fd_vs_heldout_faces"] = r["fd_vs_test"]
+            s[f"{key}_fd_vs_train_faces"] = r["fd_vs_train"]
             s[f"{key}_fd_real_heldout_vs_train"] = r["fd_real_test_vs_train"]
     return s
 
 
+def cpu_model() -> str:
+    """The CPU's model name and whether it has AMX-BF16 (which decides the GAN's precision)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    return f"{name} ({'with' if ' amx_bf16' in info else 'without'} AMX-BF16)"
+
+
 def write_results(experiments: dict) -> None:
-    doc = {"machine": f"{os.cpu_count()} CPU cores (shared, runs serialised by {LOCK})",
+    doc = {"machine": f"{cpu_model()}, {os.cpu_count()} CPU cores (shared, runs serialised by {LOCK})",
            "experiments": experiments, "summary": summarise(experiments)}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     tmp = RESULTS.with_suffix(".tmp")
@@ -203,8 +248,10 @@ def main() -> int:
         if not (Path(run_dir) / "results.json").is_file():
             ap.error(f"--record {run_dir}: no results.json there (not a finished run folder)")
         names = []
-        experiments[name] = collect(name, Path(run_dir), {"command": EXPERIMENTS[name][0], "exit_code": 0,
-                                                          "recorded_from": str(run_dir)})
+        entry = {"command": EXPERIMENTS[name][0], "exit_code": 0, "recorded_from": str(run_dir)}
+        if len(EXPERIMENTS[name]) > 2:
+            entry["code_commit"] = BEFORE if EXPERIMENTS[name][2] == "BEFORE" else EXPERIMENTS[name][2]
+        experiments[name] = collect(name, Path(run_dir), entry)
         write_results(experiments)
     for name in names:
         print(f"== {name}", flush=True)

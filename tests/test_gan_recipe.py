@@ -117,7 +117,8 @@ def test_checkpoint_from_before_the_recipe_loads_and_resumes(folder, tmp_path):
         path = r.dir / "weights" / name
         ckpt = load_checkpoint(path, task="gan")
         ckpt["d_kwargs"].pop("spectral_norm")
-        for key in ("spectral_norm", "loss"):
+        ckpt["d_kwargs"].pop("arch")
+        for key in ("spectral_norm", "loss", "d_arch"):
             ckpt["options"].pop(key)
         save_checkpoint(path, ckpt)
     assert "spectral_norm" not in load_checkpoint(r.dir / "weights" / "last.pt", task="gan")["d_kwargs"]
@@ -128,3 +129,71 @@ def test_checkpoint_from_before_the_recipe_loads_and_resumes(folder, tmp_path):
     r2 = gan.train(resume=r.dir, epochs=2, progress=False)
     assert r2.results["epochs_run"] == 2
     assert r2.results["d_spectral_norm"] is False and r2.results["gan_loss"] == "bce"
+
+
+def test_resnet_discriminator_is_spectral_and_projects_the_class():
+    torch.manual_seed(0)
+    for size in ([28, 28], [64, 64], [23, 17]):
+        d = create_model("dcgan-d", in_channels=1, image_size=size, width=8, num_classes=0, arch="resnet")
+        assert d(torch.rand(3, 1, *size)).shape == (3,)
+        assert not any(isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)) for m in d.modules())
+    d = create_model("dcgan-d", in_channels=1, image_size=[28, 28], width=8, num_classes=10, arch="resnet")
+    # every conv and the linear head are spectrally normalised, and SN holds them near 1
+    layers = [m for m in d.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert len(layers) == 3 * 3 + 1 and all(hasattr(m, "parametrizations") for m in layers)
+    d.train()
+    for _ in range(10):
+        d(torch.rand(8, 1, 28, 28), torch.arange(8))
+    d.eval()
+    assert all(abs(s - 1) < 0.05 for s in _largest_singular_values(d))
+    # projection: the same image scored as two different classes gets two different logits, and
+    # the difference is exactly the inner product of the class embeddings' difference with phi(x)
+    x = torch.rand(1, 1, 28, 28).expand(2, -1, -1, -1)
+    with torch.no_grad():
+        out = d(x, torch.tensor([3, 5]))
+        phi = torch.relu(d.blocks(x[:1] * 2 - 1)).sum((2, 3))[0]
+        emb = d.embed(torch.tensor([3, 5]))
+    assert abs(float(out[0] - out[1])) > 1e-4
+    assert float(out[0] - out[1]) == pytest.approx(float(((emb[0] - emb[1]) * phi).sum()), rel=1e-4, abs=1e-5)
+    with pytest.raises(ValueError, match="needs labels"):
+        d(x)
+    with pytest.raises(ValueError, match="arch"):
+        create_model("dcgan-d", in_channels=1, image_size=[28, 28], width=8, arch="stylegan")
+
+
+def test_resnet_discriminator_run_trains_and_resumes(folder, tmp_path):
+    r = gan.train(str(folder), d_arch="resnet", epochs=3, out=tmp_path / "res", **TINY)
+    assert r.results["d_arch"] == "resnet" and r.results["d_spectral_norm"] is True
+    assert r.results["gan_loss"] == "hinge"          # --loss auto follows the spectral-norm D
+    last = load_checkpoint(r.dir / "weights" / "last.pt", task="gan")
+    assert last["d_kwargs"]["arch"] == "resnet" and any(k.startswith("blocks.") for k in last["task_state"]["disc"])
+    r2 = gan.train(resume=r.dir, epochs=4, progress=False)
+    assert r2.results["epochs_run"] == 4 and r2.results["d_arch"] == "resnet"
+    s = gan.load(r.dir).sample(8, seed=0)
+    assert s.shape == (8, 1, 28, 28) and s.min() >= 0 and s.max() <= 1
+
+
+def test_bf16_only_on_cpus_with_amx():
+    flags = "processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512bw {}\nmodel name\t: x\n"
+    assert gan.cpu_has_amx_bf16(flags.format("avx512_bf16 amx_bf16 amx_tile")) is True
+    # avx512_bf16 alone, or only a look-alike flag, is not enough: unmeasured there
+    assert gan.cpu_has_amx_bf16(flags.format("avx512_bf16")) is False
+    assert gan.cpu_has_amx_bf16(flags.format("amx_bf16x")) is False
+    assert gan.cpu_has_amx_bf16("") is False
+    assert gan.GANTask.cpu_auto_precision == ("bf16" if gan.cpu_has_amx_bf16() else "fp32")
+
+
+def test_generator_adam_betas_new_runs_and_old_checkpoints(folder, tmp_path):
+    r = gan.train(str(folder), epochs=1, out=tmp_path / "new", **TINY)
+    assert r.results["precision"] == gan.GANTask.cpu_auto_precision      # --precision auto on this CPU
+    path = r.dir / "weights" / "last.pt"
+    ckpt = load_checkpoint(path, task="gan")
+    assert {tuple(g["betas"]) for g in ckpt["optimizer"]["param_groups"]} == {(0.5, 0.999)}
+    # a run started before G had DCGAN's betas resumes with the betas it was started with
+    for g in ckpt["optimizer"]["param_groups"]:
+        g["betas"] = (0.9, 0.99)
+    save_checkpoint(path, ckpt)
+    gan.train(resume=r.dir, epochs=2, progress=False)
+    after = load_checkpoint(path, task="gan")
+    assert after["epoch"] == 2
+    assert {tuple(g["betas"]) for g in after["optimizer"]["param_groups"]} == {(0.9, 0.99)}

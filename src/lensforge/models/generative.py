@@ -250,6 +250,53 @@ class DCGANDiscriminator(nn.Module):
         return self.net(x).float().squeeze(1)
 
 
+class _DownBlock(nn.Module):
+    """A residual block of the SNGAN discriminator (Miyato et al. 2018): [ReLU] conv3x3, ReLU,
+    conv3x3, 2x average pool, plus a 1x1-conv + pool shortcut. The first block of a network skips
+    the leading ReLU (its input is the image). Pooling rounds up (ceil_mode), so 7 -> 4 like the
+    stride-2 pyramid of `plan_sizes`."""
+
+    def __init__(self, cin: int, cout: int, sn, first: bool):
+        super().__init__()
+        self.first = first
+        self.c1, self.c2 = sn(nn.Conv2d(cin, cout, 3, 1, 1)), sn(nn.Conv2d(cout, cout, 3, 1, 1))
+        self.skip = sn(nn.Conv2d(cin, cout, 1))
+
+    def forward(self, x):
+        pool = lambda t: nn.functional.avg_pool2d(t, 2, ceil_mode=True, count_include_pad=False)  # noqa: E731
+        h = x if self.first else nn.functional.relu(x)
+        h = self.c2(nn.functional.relu(self.c1(h)))
+        return pool(h) + (self.skip(pool(x)) if self.first else pool(self.skip(x)))
+
+
+class ResNetDiscriminator(nn.Module):
+    """image -> one real/fake logit: the SNGAN/BigGAN residual discriminator, sized by `plan_sizes`
+    (28 -> 14 -> 7 -> 4 for digits), spectral norm on every layer, no batch norm, ReLU, then a sum
+    over positions and a linear layer. Conditional (num_classes > 0) it is a projection
+    discriminator (Miyato & Koyama 2018): logit = linear(phi(x)) + <embed(y), phi(x)>, the class
+    entering as an inner product with the features instead of as extra input channels."""
+
+    def __init__(self, in_channels: int = 1, image_size=28, width: int = 32, num_classes: int = 0):
+        super().__init__()
+        self.num_classes = num_classes
+        sn = nn.utils.parametrizations.spectral_norm
+        n = max(1, len(plan_sizes(*_size(image_size), smallest=4)) - 1)
+        chans = [in_channels] + [width * 2 ** min(i, 3) for i in range(n)]
+        self.blocks = nn.Sequential(*[_DownBlock(cin, cout, sn, first=i == 0)
+                                      for i, (cin, cout) in enumerate(zip(chans[:-1], chans[1:]))])
+        self.linear = sn(nn.Linear(chans[-1], 1))
+        self.embed = sn(nn.Embedding(num_classes, chans[-1])) if num_classes else None
+
+    def forward(self, x, labels: torch.Tensor | None = None):
+        phi = nn.functional.relu(self.blocks(x * 2 - 1)).sum((2, 3)).float()
+        out = self.linear(phi).squeeze(1)
+        if self.num_classes:
+            if labels is None:
+                raise ValueError("a conditional discriminator needs labels")
+            out = out + (self.embed(labels).float() * phi).sum(1)
+        return out.float()
+
+
 # Constructors take exactly the keyword arguments a checkpoint's model_kwargs hold (autoencode:
 # in_channels, image_size, latent_dim, width; vae: those plus likelihood; gan: see the classes), so
 # an unknown argument is a TypeError naming it, never silently dropped.
@@ -277,4 +324,16 @@ def vae_conv(in_channels: int = 1, image_size=28, latent_dim: int = 16, width: i
 
 
 register("dcgan-g")(DCGANGenerator)
-register("dcgan-d")(DCGANDiscriminator)
+
+
+@register("dcgan-d")
+def gan_discriminator(in_channels: int = 1, image_size=28, width: int = 64, num_classes: int = 0,
+                      spectral_norm: bool = False, arch: str = "dcgan") -> nn.Module:
+    """The GAN task's D from its checkpointed d_kwargs. `arch` "dcgan" (the default, so d_kwargs
+    written before `arch` existed rebuild the D they were trained with) or "resnet" (always
+    spectrally normalised; `spectral_norm` is then stored as True)."""
+    if arch == "resnet":
+        return ResNetDiscriminator(in_channels, image_size, width, num_classes)
+    if arch != "dcgan":
+        raise ValueError(f"unknown discriminator arch {arch!r}")
+    return DCGANDiscriminator(in_channels, image_size, width, num_classes, spectral_norm)

@@ -6,10 +6,13 @@ from dataclasses import dataclass
 from ..engine.config import RunOptions, TrainConfig
 from ..options import TaskCLI, Verb, option
 from ..recipes import RECIPES
-from .autoencode import MODEL, PRECISION_NOTE, latent_dim_option, sample_count_option, width_option
+from .autoencode import MODEL, latent_dim_option, sample_count_option, width_option
 from .common import data_dir_option, data_option, device_option, download_option, image_size_option, weights_option
 
 QUALITY = "quality measurement"
+PRECISION_NOTE = ("--precision auto runs bf16 autocast on a CPU with AMX-BF16 (1.4x faster per GAN step on a 2-core "
+                  "Xeon) and fp32 on other CPUs (bf16 emulation made the generator 3x slower); on a GPU auto means "
+                  "bf16 (fp16 without bf16 support).")
 
 
 @dataclass
@@ -25,6 +28,9 @@ class GANOptions:
     width: int = width_option(32, "base channel count of G and D")
     spectral_norm: bool = option(False, "spectral normalisation on every D layer, and no batch norm in D (SNGAN); "
                                         "with --loss auto it also selects the hinge loss", group=MODEL)
+    d_arch: str = option("dcgan", "discriminator: dcgan (strided convs) or resnet (SNGAN residual blocks, always "
+                                  "spectrally normalised; a projection discriminator with --conditional)",
+                         choices=("dcgan", "resnet"), group=MODEL)
     loss: str = option("auto", "adversarial loss: hinge (SNGAN/BigGAN) or bce (DCGAN, non-saturating); auto = hinge "
                                "with a spectral-norm D, else bce", choices=("auto", "hinge", "bce"), group=MODEL)
     d_lr: float | None = option(None, "discriminator learning rate (two time-scale update rule when it differs from "
