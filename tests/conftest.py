@@ -20,6 +20,15 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("LENSFORGE_DATA_DIR", raising=False)
 
 
+@pytest.fixture(scope="module")
+def torch_fp32():
+    """PyTorch in fp32 for a whole module, also on CPUs where lensforge picks bf16 (AVX512-BF16/AMX):
+    for tests that compare PyTorch's outputs with fp32 ONNX graphs to 1e-4."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("lensforge.engine.device.cpu_has_fast_bf16", lambda: False)
+        yield
+
+
 def idx_bytes(array: np.ndarray) -> bytes:
     codes = {np.dtype(np.uint8): 0x08}
     header = bytes([0, 0, codes[array.dtype], array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)

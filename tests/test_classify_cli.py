@@ -108,7 +108,7 @@ def run_cli(*args):
     (["classify", "train", "--data", "/no/such/folder"], 2, "not a known dataset"),
     (["classify", "train", "--epochs", "0", "--no-progress"], 2, "--epochs 0: must be between 1 and"),
     (["classify", "train", "--image-size", "100000"], 2, "--image-size 100000: must be between 4 and 1024"),
-    (["classify", "train", "--model", "mlp", "--width", "8"], 2, "--width/--blocks apply to the cnn and resnet"),
+    (["classify", "train", "--model", "mlp", "--width", "8"], 2, "--width/--blocks apply to the cnn, resnet and whitenet"),
     (["classify", "train", "--model", "vgg99", "--epochs", "1"], 2, "invalid choice: 'vgg99'"),
     (["classify", "predict", "--weights", "/no/such.pt", "x.png"], 2, "no such weights file"),
     (["classify", "train", "--resume", "/no/such/run"], 2, "no weights/last.pt"),

@@ -21,6 +21,18 @@ def test_lab_round_trip_survives_bf16_autocast():
     assert (back - rgb).abs().max() < 1e-4
 
 
+def test_ssim_is_computed_in_fp32_inside_bf16_autocast():
+    """As a training loss (faceswap) SSIM runs inside autocast: bf16 blurs gave negative variances
+    and an infinite loss; it must equal the fp32 value."""
+    g = torch.Generator().manual_seed(3)
+    target = torch.nn.functional.avg_pool2d(torch.rand(4, 3, 40, 40, generator=g), 5, 1)   # smooth, like faces
+    pred = (target + 0.01 * torch.randn(target.shape, generator=g)).clamp(0, 1)
+    plain = ssim(pred, target)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = ssim(pred, target)
+    assert mixed.dtype == torch.float32 and torch.allclose(mixed, plain, atol=1e-6)
+
+
 def test_lab_matches_scikit_image_and_reference_points():
     skcolor = pytest.importorskip("skimage.color")
     rgb = np.random.default_rng(2).random((9, 11, 3))

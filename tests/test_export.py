@@ -20,6 +20,9 @@ from lensforge.errors import CheckpointError, UsageError
 from lensforge.tasks import classify
 from lensforge.tasks.classify import predict_logits
 
+# compared with fp32 ONNX graphs to 1e-4: PyTorch in fp32 too, whatever the CPU (conftest.torch_fp32)
+pytestmark = pytest.mark.usefixtures("torch_fp32")
+
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):

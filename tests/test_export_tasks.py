@@ -13,6 +13,9 @@ from PIL import Image
 from lensforge import export as lfexport
 from lensforge.tasks import autoencode, colorize, gan, stylize, vae
 
+# compared with fp32 ONNX graphs to 1e-4: PyTorch in fp32 too, whatever the CPU (conftest.torch_fp32)
+pytestmark = pytest.mark.usefixtures("torch_fp32")
+
 SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights" / "squeezenet1_1-features-caffe.pth"
 TOL = 1e-4
 

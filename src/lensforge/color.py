@@ -86,7 +86,14 @@ def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     The window shrinks for images smaller than 11 px so 8x8 thumbnails still get a score; the
     computation is 'valid' (no padding), matching scikit-image's gaussian_weights=True variant.
     """
-    pred, target = pred.float(), target.float()
+    # fp32 even inside a bf16 autocast region (a training loss): autocast would run the blurs in
+    # bf16, and the variances below subtract nearly equal numbers; in bf16 they came out negative,
+    # the denominator crossed zero and faceswap's loss went to -inf on an AMX CPU.
+    with torch.autocast(pred.device.type, enabled=False):
+        return _ssim_fp32(pred.float(), target.float())
+
+
+def _ssim_fp32(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     c = pred.shape[1]
     size = min(11, pred.shape[-1], pred.shape[-2])
     size -= (size + 1) % 2
