@@ -192,7 +192,9 @@ class GANTask(GenerativeTask):
     adam_betas = (0.5, 0.999)
     # --precision auto on a CPU: bf16 autocast + channels_last where the CPU has AMX-BF16, where one
     # GAN step (G and D, batch 64, 28x28) took 21.6 ms vs 30.9 in fp32 at width 32 and 44 vs 72 at
-    # width 64 (2-core Xeon, measured under the CPU lock); fp32 elsewhere, as for autoencode and vae.
+    # width 64 (2-core Xeon, measured under the CPU lock); in the whole loop (data, EMA, per-epoch FD) a
+    # median MNIST epoch took 26 s vs 29 s, 20 s more for the first (oneDNN set-up), and 150 ORL epochs at
+    # 64 px 113 s vs 149 s (bench/results/generative.json). fp32 elsewhere, as for autoencode and vae.
     cpu_auto_precision = "bf16" if cpu_has_amx_bf16() else "fp32"
 
     def setup(self) -> None:
