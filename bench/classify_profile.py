@@ -45,7 +45,6 @@ import argparse
 import copy
 import json
 import signal
-import subprocess
 import os
 import platform
 import sys
@@ -58,6 +57,8 @@ import torch.nn.functional as F
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(HERE))
+from classify_speed import git_state  # noqa: E402  (one record of the measured commit for both benches)
 
 from lensforge.data.augment import augment_batch  # noqa: E402
 from lensforge.engine.ema import EMA  # noqa: E402
@@ -87,16 +88,6 @@ def cpu_info() -> dict:
     except OSError:
         pass
     return info
-
-
-def git_state() -> dict:
-    """The commit the measured code came from and the tracked files that differed from it."""
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-    return {"commit": git("rev-parse", "HEAD"), "modified": git("diff", "--name-only", "HEAD").splitlines()}
 
 
 def build(data: str, data_dir: str):
