@@ -109,6 +109,8 @@ def main() -> None:
     load_before = None if args.collect is not None else os.getloadavg()[0]   # unknown for a collected run
     if args.collect is not None:
         run_dir, wall = args.collect, None
+        if not (run_dir / "results.json").is_file() or not (run_dir / "metrics.csv").is_file():
+            sys.exit(f"{run_dir}: not a finished lensforge run (no results.json and metrics.csv)")
         command = args.command or f"(collected from {run_dir})"
     else:
         run_dir = REPO / "bench" / "out" / "cifar10" / args.name
