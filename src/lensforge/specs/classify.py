@@ -29,10 +29,10 @@ class ClassifyOptions:
     val_fraction: float = val_fraction_option()
     label_smoothing: float = option(0.1, "label smoothing", low=0.0, high=0.99, group=MODEL)
     translate: int | None = option(None, "max random shift in px", low=0, high=64, group=DATA,
-                                   default_help="per dataset")
-    flip: bool | None = option(None, "random horizontal flips", group=DATA, default_help="per dataset")
+                                   default_help="per dataset and network")
+    flip: bool | None = option(None, "random horizontal flips", group=DATA, default_help="per dataset and network")
     cutout: int | None = option(None, "cutout square size in px, 0 = off", low=0, high=256, group=DATA,
-                                default_help="per dataset")
+                                default_help="per dataset and network")
     stroke: float | None = option(None, "share of images drawn with a thicker or thinner pen", low=0.0, high=1.0,
                                   group=DATA, default_help="0.5 for mnist and digits, else 0")
     scale: float | None = option(None, "random scale range +-", low=0.0, high=0.9, group=DATA,
