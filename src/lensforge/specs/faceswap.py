@@ -51,7 +51,7 @@ class FaceswapOptions:
                     group=DATA)
     b: str = option(REQUIRED, "faces of person B, likewise", metavar="FACES_B", group=DATA)
     model: str = option("faceswap-original", "network", choices=("faceswap-original",), group=MODEL)
-    image_size: int = option(64, "side of the faces the network sees; a multiple of 16", low=16, high=512,
+    image_size: int = option(96, "side of the faces the network sees; a multiple of 16", low=16, high=512,
                              metavar="SIZE", group=DATA)
     margin: float = option(0.1, "margin of the faces the network sees (extracted crops are re-cut; smaller = more "
                            "face detail, less context)", low=0.0, high=0.45, group=DATA)
