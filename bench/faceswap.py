@@ -217,8 +217,8 @@ def bench_pair(args) -> dict:
     size, margin = swapper.size, swapper.margin
 
     # 3. identity classifier on tight aligned crops of many people. The issue's judge sees "tight
-    # aligned face crops": the centre JUDGE_CROP of the network's crop (40 of 64 px), i.e. eyes,
-    # nose, mouth and cheeks, not hair, ears or background. A judge on the whole 64 px crop (hair
+    # aligned face crops": the centre --judge-crop of the network's crop (60 of 96 px), i.e. eyes,
+    # nose, mouth and cheeks, not hair, ears or background. A judge on the whole crop (hair
     # included) is trained too and reported beside it, as are both judges' labels for the decoders'
     # own reconstructions (A->A, B->B): a control that tells a judge thrown by the network's blur
     # from a swap that loses identity.
@@ -246,13 +246,13 @@ def bench_pair(args) -> dict:
                 continue
             for kind, root in roots.items():
                 save_image(root / name / fname, crops_of[kind](arr))
-    import torch
-
-    def reconstruct(crops, identity):
-        x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float().div(255)
-        with torch.no_grad():
-            rgb, _ = swapper.model(x.to(swapper.rt.device), identity)
-        return rgb.clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    # The network's outputs for the held-out faces, once for both judges. A reconstruction is
+    # the face's own decoder on its encoding, which is what swap() gives in the other direction
+    # (b2a on A's faces draws them with A's decoder).
+    drawn = {}
+    for side, direction, own in (("a", "a2b", "b2a"), ("b", "b2a", "a2b")):
+        crops = np.stack(heldout_crops[side])
+        drawn[side] = {"real": crops, "own": swapper.swap(crops, own)[0], "swapped": swapper.swap(crops, direction)[0]}
 
     out["identity_transfer"], out["classifier"] = {}, {}
     for kind in ("tight", "whole"):
@@ -273,12 +273,10 @@ def bench_pair(args) -> dict:
             return [p.label for p in clf.predict([cut(a) for a in arrays])]
 
         ident = {}
-        for side, other, direction in (("a", "b", "a2b"), ("b", "a", "b2a")):
-            crops = np.stack(heldout_crops[side])
+        for side, direction in (("a", "a2b"), ("b", "b2a")):
             me, target = (args.a, args.b) if side == "a" else (args.b, args.a)
-            real, own = labels(crops), labels(reconstruct(crops, side))
-            got = labels(swapper.swap(crops, direction)[0])
-            ident[direction] = {"heldout_faces": len(crops),
+            real, own, got = (labels(drawn[side][k]) for k in ("real", "own", "swapped"))
+            ident[direction] = {"heldout_faces": len(real),
                                 "real_labelled_as_self": sum(l == me for l in real) / len(real),
                                 "reconstruction_labelled_as_self": sum(l == me for l in own) / len(own),
                                 "swapped_labelled_as_target": sum(l == target for l in got) / len(got),
