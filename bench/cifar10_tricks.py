@@ -10,10 +10,15 @@ its own that can switch them on, so their worth is measured before the engine gr
   --sched triangle     lr from 0.2x up to the peak at 23% of the steps, down to 0.07x (lensforge:
                        from ~0 to the peak, down to 0)
   --wb-epochs 3        the whitening layer's bias trains for 3 epochs, then freezes
+  --whiten-eps E       the eigenvalue floor of the whitening filters (models/whitenet.py: 5e-4);
+                       a larger one damps the weakest 2x2-patch directions, where JPEG's
+                       quantisation noise lives
 
 Measured (bench/results/cifar10_tricks.json): all four together, 10 epochs, width 64 -> 0.9032
 with flip+shift TTA (0.8985 plain), against 0.9034 for lensforge's own 10-epoch pilot
 (bench/results/cifar10_pilot_bf16_whitening.md): no gain on this data, so the engine did not get them.
+Whitening eps, 4-epoch runs (tags probe4_weps*): 5e-4 -> 0.8695, 5e-3 -> 0.8669, 5e-2 -> 0.8681 with
+TTA (0.8611, 0.8600, 0.8633 plain): within noise, so damping the JPEG-noise directions buys nothing.
 
     flock /tmp/lensforge-cpu.lock .venv/bin/python bench/cifar10_tricks.py --epochs 10 --lookahead \
         --reflect --sched triangle --wb-epochs 3 --tag all4
@@ -36,6 +41,7 @@ p.add_argument("--wb-epochs", type=float, default=1e9)
 p.add_argument("--precision", default="bf16")
 p.add_argument("--width", type=int, default=64)
 p.add_argument("--eps", type=float, default=1e-5)
+p.add_argument("--whiten-eps", type=float, default=5e-4)
 p.add_argument("--lr", type=float, default=1.5)
 p.add_argument("--wd", type=float, default=1.33e-3)
 p.add_argument("--seed", type=int, default=0)
@@ -50,7 +56,7 @@ print(Xtr.shape, Xtr.dtype, Xte.shape, flush=True)
 model = WhiteNet(width=a.width)
 for m in model.modules():
     if isinstance(m, _BatchNorm): m.eps = a.eps
-model.fit_to_data(Xtr[:5000])
+model.fit_to_data(Xtr[:5000], eps=a.whiten_eps)
 model = model.to(memory_format=torch.channels_last)
 norm = [p for m in model.modules() if isinstance(m, _BatchNorm) for p in m.parameters() if p.requires_grad]
 ids = {id(p) for p in norm}

@@ -121,3 +121,19 @@ def test_auto_keeps_the_cnn_for_other_shapes_and_blocks_need_a_resnet(tmp_path):
     with pytest.raises(UsageError, match="--blocks applies to the resnet model only"):
         classify.train(str(root), blocks=2, out=tmp_path / "r")
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("size", [1, 7, 8, 12])
+def test_cutout_zeroes_a_square_of_exactly_the_asked_size(size):
+    """whitenet's recipe uses cutout 8: the square must be 8x8 (an even size once zeroed size+1)."""
+    from lensforge.data.augment import cutout
+    x = torch.ones(64, 1, 32, 32)
+    out = cutout(x, size, torch.Generator().manual_seed(0))
+    zero = out[:, 0] == 0
+    rows, cols = zero.any(2).sum(1), zero.any(1).sum(1)
+    inner = (rows > 0) & (zero.sum((1, 2)) == rows * cols)          # every mask is one rectangle
+    assert bool(inner.all())
+    # squares whose centre keeps them inside the image are exactly size x size; clipped ones smaller
+    assert int(rows.max()) == size and int(cols.max()) == size
+    assert bool(((rows <= size) & (cols <= size)).all())
+    assert cutout(x, 0) is x

@@ -30,7 +30,9 @@ def random_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> to
 
 
 def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Zero one random size x size square per image (centre may lie near the border)."""
+    """Zero one random size x size square per image, rows and columns cy - size//2 up to (not
+    including) cy - size//2 + size around a uniform centre, clipped where it overhangs the border.
+    (Until issue 17 an even size zeroed a (size + 1)-pixel square.)"""
     if size <= 0:
         return x
     n, _, h, w = x.shape
@@ -38,8 +40,9 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None)
     cx = torch.randint(0, w, (n,), generator=generator, device="cpu").to(x.device)
     ys = torch.arange(h, device=x.device)[None, :, None]
     xs = torch.arange(w, device=x.device)[None, None, :]
-    half = size // 2
-    inside = ((ys - cy[:, None, None]).abs() <= half) & ((xs - cx[:, None, None]).abs() <= half)
+    dy = ys - cy[:, None, None] + size // 2
+    dx = xs - cx[:, None, None] + size // 2
+    inside = (dy >= 0) & (dy < size) & (dx >= 0) & (dx < size)
     return x.masked_fill(inside[:, None], 0)
 
 
