@@ -125,7 +125,7 @@ def test_auto_keeps_the_cnn_for_other_shapes_and_blocks_need_a_resnet(tmp_path):
 
 @pytest.mark.parametrize("size", [1, 7, 8, 12])
 def test_cutout_zeroes_a_square_of_exactly_the_asked_size(size):
-    """whitenet's recipe uses cutout 8: the square must be 8x8 (an even size once zeroed size+1)."""
+    """`--cutout 8` must zero an 8x8 square (an even size once zeroed size+1, a 9x9 one)."""
     from lensforge.data.augment import cutout
     x = torch.ones(64, 1, 32, 32)
     out = cutout(x, size, torch.Generator().manual_seed(0))
