@@ -42,8 +42,8 @@ RECIPES: dict[str, dict] = {
 # AMX Xeon, bf16, bench/results/cifar10_whitenet_*.md) 10 epochs scored 0.903, 20 epochs 0.9118 in
 # 18.4 min, 36 epochs 0.9149 in 28.8 min (training set fitted to 0.996): the best use found of issue
 # 17's 40 minutes, though short of its 0.92. An 8 px cutout on top gave 0.9161 (within seed noise)
-# and, on a 96-image three-colour folder in 3 epochs, 0.54 instead of 1.0 for one of two seeds
-# (black squares the max-pooled head learnt to rely on), so it stays off.
+# and, on the tests' 96-image three-colour folder in 3 epochs, 0.54 instead of 1.0 for one of two
+# seeds (why was not investigated), so it stays off.
 MODEL_RECIPES: dict[str, dict[str, dict]] = {
     "classify": {
         "whitenet": {"epochs": 36, "batch_size": 1024, "optimizer": "sgd", "lr": 1.5, "momentum": 0.85,
