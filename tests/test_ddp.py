@@ -187,7 +187,9 @@ def test_two_processes_match_single_process_and_load_single_process(tmp_path, si
 def test_gan_trains_with_two_processes(tmp_path):
     out = tmp_path / "gan"
     procs = launch(out, task="gan", epochs=1)
-    assert [p.returncode for p in procs] == [0, 0], procs[0].stderr[-3000:]
+    # both ranks' stderr: once (1 full suite of ~6, 2026-12-06) rank 1 alone ended on SIGABRT (-6) and
+    # only rank 0's output was kept, so the cause is unknown; 9 reruns under load passed
+    assert [p.returncode for p in procs] == [0, 0], "\n--- rank 1 ---\n".join(p.stderr[-3000:] for p in procs)
     r0, r1 = reports(out)
     assert same_rows(r0["history"], r1["history"]) and r0["shard"] == [0, 2]
     assert r0["disc_checksum"] == r1["disc_checksum"] and r0["gen_checksum"] == r1["gen_checksum"]
