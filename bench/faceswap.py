@@ -346,6 +346,24 @@ def bench_pair(args) -> dict:
     return out
 
 
+def key_value(item: str) -> str:
+    """argparse type of --set: refuses anything but KEY=VALUE before any work starts."""
+    if not item.partition("=")[0] or "=" not in item:
+        raise argparse.ArgumentTypeError(f"{item!r}: expected KEY=VALUE, e.g. latent=128")
+    return item
+
+
+def fraction(text: str) -> float:
+    """argparse type of --judge-crop: a share of the crop side in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not a number") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be above 0 and at most 1")
+    return value
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
@@ -357,13 +375,13 @@ def main() -> None:
     pr.add_argument("--b", default="jlemon")
     pr.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
     pr.add_argument("--steps", type=int, default=None, help="default: the recipe's")
-    pr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+    pr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", type=key_value,
                     help="another `faceswap train` option for the pair's run (repeatable), e.g. latent=128")
     pr.add_argument("--reuse-run", action="store_true",
                     help="measure the pair's finished run in --work again instead of retraining it")
     pr.add_argument("--people", type=int, default=0, help="other people in the identity classifier (0 = all)")
     pr.add_argument("--clf-epochs", type=int, default=10)
-    pr.add_argument("--judge-crop", type=float, default=0.625,
+    pr.add_argument("--judge-crop", type=fraction, default=0.625,
                     help="side of the identity judge's tight crop, as a fraction of the network's face crop")
     pr.add_argument("--video-direction", default="a2b", choices=("a2b", "b2a"))
     pr.add_argument("--work", default="/tmp/lf-faceswap-bench")
@@ -381,4 +399,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from lensforge.errors import LensforgeError
+
+    try:
+        main()
+    except LensforgeError as e:       # a missing zip, an unreadable run: one line, exit 1
+        sys.exit(f"faceswap bench: {e}")
