@@ -197,3 +197,18 @@ def test_generator_adam_betas_new_runs_and_old_checkpoints(folder, tmp_path):
     after = load_checkpoint(path, task="gan")
     assert after["epoch"] == 2
     assert {tuple(g["betas"]) for g in after["optimizer"]["param_groups"]} == {(0.9, 0.99)}
+
+
+def test_discriminator_follows_the_schedule(folder, tmp_path):
+    """D's optimiser is the task's, not the engine's, yet --schedule moves it with G: at the end of a
+    one-cycle run both rates sit at the same fraction of their own peaks; constant keeps D at its peak."""
+    opts = {**TINY, "lr": 2e-3}
+    r = gan.train(str(folder), epochs=2, schedule="onecycle", warmup=0.0, d_lr=4e-3, out=tmp_path / "decay", **opts)
+    ckpt = load_checkpoint(r.dir / "weights" / "last.pt", task="gan")
+    g_lr = ckpt["optimizer"]["param_groups"][0]["lr"]
+    d_lr = ckpt["task_state"]["d_opt"]["param_groups"][0]["lr"]
+    assert 0 < g_lr < 2e-3 * 0.2                      # the last step of a linear decay to 0
+    assert d_lr == pytest.approx(2 * g_lr)            # D's peak is 2x G's, so it stays 2x all the way down
+    r = gan.train(str(folder), epochs=1, d_lr=4e-3, out=tmp_path / "flat", **opts)   # the recipe: constant
+    ckpt = load_checkpoint(r.dir / "weights" / "last.pt", task="gan")
+    assert ckpt["task_state"]["d_opt"]["param_groups"][0]["lr"] == pytest.approx(4e-3)

@@ -173,6 +173,9 @@ class _Loop:
         if ctx.active and getattr(cfg, "sync_bn", False):
             self.model = task.model = distributed.convert_sync_bn(self.model)
         self.opt = build_optimizer(self.model, cfg, getattr(task, "adam_betas", (0.9, 0.99)))
+        # Optimisers a task steps itself (a GAN's discriminator), as (optimizer, peak lr): each step sets
+        # their rate from the model's schedule, scaled to their own peak, so --schedule moves both players.
+        self.task_optimizers = list(task.scheduled_optimizers()) if hasattr(task, "scheduled_optimizers") else []
         self.ema = EMA(self.model, cfg.ema) if cfg.ema > 0 else None
         self.step_model = distributed.wrap(self.model)   # DDP when distributed, else the model itself
         self.step_model = torch.compile(self.step_model) if cfg.compile else self.step_model
@@ -295,6 +298,9 @@ class _Loop:
                 lr = self.lr_at(epoch * spe + step)
                 for g in self.opt.param_groups:
                     g["lr"] = lr * g.get("lr_scale", 1.0)
+                for opt, peak in self.task_optimizers:   # a task's own optimisers (GAN's D) follow the schedule
+                    for g in opt.param_groups:
+                        g["lr"] = peak * lr / cfg.lr
                 if self.ctx.active:  # each rank its own noise (GAN latents, dropout), reproducible per step
                     torch.manual_seed(distributed.step_seed(cfg.seed, epoch, step, self.ctx.rank))
                 with self.rt.autocast():

@@ -234,6 +234,10 @@ class GANTask(GenerativeTask):
         self.d_opt = torch.optim.Adam(self.disc.parameters(), lr=self.d_lr, betas=(0.5, 0.999))
         return gen
 
+    def scheduled_optimizers(self) -> list:
+        """D's optimiser follows --schedule at its own peak rate (the engine steps G's)."""
+        return [(self.d_opt, self.d_lr)]
+
     def has_validation(self) -> bool:
         return False        # fd is measured against training images: nothing is held out
 
