@@ -40,10 +40,11 @@ RECIPES: dict[str, dict] = {
 # 0.2, flips alternating by epoch, 2 px shifts, no EMA, warm-up over 23% of the steps, flip+shift
 # test-time augmentation, no cutout. 36 epochs, not airbench's 10: on the JPEG CIFAR-10 here (2-core
 # AMX Xeon, bf16, bench/results/cifar10_whitenet_*.md) 10 epochs scored 0.903, 20 epochs 0.9118 in
-# 18.4 min, 36 epochs 0.9149 in 28.8 min (training set fitted to 0.996): the best use found of issue
-# 17's 40 minutes, though short of its 0.92. An 8 px cutout on top gave 0.9161 (within seed noise)
-# and, on the tests' 96-image three-colour folder in 3 epochs, 0.54 instead of 1.0 for one of two
-# seeds (why was not investigated), so it stays off.
+# 18.4 min, 36 epochs 0.9149 in 28.8 min (training set fitted to 0.996), short of issue 17's 0.92 in
+# 40 minutes. Width 96 (--width 96 --epochs 22, cifar10_w96_22ep.md) got 0.9180 in 35.0 min while the
+# host ran faster: 3x the cost per epoch for 0.3 points, too slow for a default. An 8 px cutout on top
+# gave 0.9161 (within seed noise) and, on the tests' 96-image three-colour folder in 3 epochs, 0.54
+# instead of 1.0 for one of two seeds (why was not investigated), so it stays off.
 MODEL_RECIPES: dict[str, dict[str, dict]] = {
     "classify": {
         "whitenet": {"epochs": 36, "batch_size": 1024, "optimizer": "sgd", "lr": 1.5, "momentum": 0.85,
