@@ -391,19 +391,27 @@ def _grey(L: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def sweep_decodings(net, data, bins, weights, rt: Runtime, temps: Sequence[float] = TEMPERATURES,
-                    corrections: Sequence[float] = CORRECTIONS) -> list[dict]:
-    """PSNR and colourfulness for each (temperature, correction), plus the grey image's PSNR."""
-    sums = {(t, c): [0.0, 0.0] for c in corrections for t in temps}
+                    corrections: Sequence[float] = CORRECTIONS, gains: Sequence[float] = (1.0,)) -> list[dict]:
+    """PSNR and colourfulness for each (temperature, correction), plus the grey image's PSNR.
+
+    `gains` (bench/colorize_decoding.py) also scales each decoded ab by s: the rows then carry "gain".
+    Training does not sweep it: on the 8-epoch CIFAR-10 run no gain widened the colour reachable
+    above grey (bench/results/colorize_decoding.md)."""
+    sums = {(t, c, g): [0.0, 0.0] for c in corrections for t in temps for g in gains}
     grey_psnr, n = 0.0, 0
     for x, L, logits in _predict_logits(net, data, rt):
         grey_psnr += float(psnr(_grey(L), x).sum())
-        for (t, c), acc in sums.items():
-            out = lab_to_rgb(torch.cat([L, decode(logits, bins, t, weights, c)], 1))
-            acc[0] += float(psnr(out, x).sum())
-            acc[1] += float(colourfulness(out).sum())
+        for t, c in dict.fromkeys((t, c) for t, c, _ in sums):
+            ab = decode(logits, bins, t, weights, c)
+            for g in gains:
+                out = lab_to_rgb(torch.cat([L, ab * g], 1))
+                acc = sums[(t, c, g)]
+                acc[0] += float(psnr(out, x).sum())
+                acc[1] += float(colourfulness(out).sum())
         n += len(x)
-    return [{"temperature": t, "correction": c, "psnr": round(s[0] / n, 4), "colourfulness": round(s[1] / n, 4),
-             "grey_psnr": round(grey_psnr / n, 4)} for (t, c), s in sums.items()]
+    return [{"temperature": t, "correction": c, **({"gain": g} if tuple(gains) != (1.0,) else {}),
+             "psnr": round(s[0] / n, 4), "colourfulness": round(s[1] / n, 4), "grey_psnr": round(grey_psnr / n, 4)}
+            for (t, c, g), s in sums.items()]
 
 
 def pick_decoding(sweep: list[dict], margin: float = MARGIN_DB) -> dict:
