@@ -51,7 +51,7 @@ EXPERIMENTS = {
         f"--out bench/out/generative/fd_classifier_mnist --no-progress",
         "from lensforge.tasks import classify; classify.train('mnist', data_dir=D, model='cnn', epochs=1, out=O, "
         "progress=False, label_smoothing=0.0, precision='fp32')"),
-    # Issue 17: the default recipe (no flags but the judge): DCGAN G and D with G's Adam betas (0.5, 0.999),
+    # Issue 17: the default recipe (no flags but the judge): DCGAN G and D with Adam betas (0.5, 0.999) at lr 6e-4,
     # EMA 0.999 of G, 28 epochs, bf16 autocast on an AMX-BF16 CPU (lensforge.recipes, tasks/gan.py).
     "gan_mnist": (
         f"lensforge gan train --data mnist --data-dir {DATA} "

@@ -8,6 +8,8 @@ from PIL import Image
 
 from lensforge.cli import main
 from lensforge.color import rgb_to_lab
+from lensforge.options import make
+from lensforge.specs.colorize import ColorizeOptions
 from lensforge.tasks import colorize
 
 
@@ -326,3 +328,22 @@ def test_fused_soft_cross_entropy_equals_the_autograd_reference():
     g_ref, = torch.autograd.grad(ref, logits)
     assert fused.item() == pytest.approx(ref.item(), rel=1e-6)
     assert torch.allclose(g_fused, g_ref, atol=1e-8, rtol=1e-5) and g_ref.abs().max() > 1e-4
+
+
+def test_sweep_gains_scale_the_chroma_and_keep_the_plain_rows(trained):
+    """A gain of 1 reproduces the plain sweep's rows exactly; gain 0 is the grey image; the rows say their gain."""
+    col = colorize.load(trained.dir)
+    opts = torch.load(trained.dir / "weights" / "best.pt", weights_only=True)["options"]
+    data = colorize.load_colour_data(make(ColorizeOptions, opts), 0)[0].test
+    args = (col.model, data, col.bins, col.class_weights, col.rt)
+    plain = colorize.sweep_decodings(*args, temps=(0.5,), corrections=(0.0, 1.0))
+    gained = colorize.sweep_decodings(*args, temps=(0.5,), corrections=(0.0, 1.0), gains=(0.0, 1.0, 2.0))
+    assert all("gain" not in r for r in plain) and {r["gain"] for r in gained} == {0.0, 1.0, 2.0}
+    for p in plain:
+        g1 = next(r for r in gained if (r["correction"], r["gain"]) == (p["correction"], 1.0))
+        assert {k: v for k, v in g1.items() if k != "gain"} == p
+    for r in gained:
+        if r["gain"] == 0.0:
+            assert r["psnr"] == pytest.approx(r["grey_psnr"], abs=1e-3) and r["colourfulness"] < 1e-2
+    by_gain = {r["gain"]: r["colourfulness"] for r in gained if r["correction"] == 0.0}
+    assert by_gain[0.0] < by_gain[1.0] < by_gain[2.0]

@@ -212,3 +212,16 @@ def test_discriminator_follows_the_schedule(folder, tmp_path):
     r = gan.train(str(folder), epochs=1, d_lr=4e-3, out=tmp_path / "flat", **opts)   # the recipe: constant
     ckpt = load_checkpoint(r.dir / "weights" / "last.pt", task="gan")
     assert ckpt["task_state"]["d_opt"]["param_groups"][0]["lr"] == pytest.approx(4e-3)
+
+
+def test_small_training_sets_keep_dcgans_rate_unless_lr_is_given(folder, tmp_path):
+    """The recipe's 6e-4 was measured on MNIST; a folder under AUGMENT_BELOW images trains at 2e-4 (both players)
+    unless --lr says otherwise, and the run's config records the rate it used."""
+    no_lr = {k: v for k, v in TINY.items() if k != "lr"}
+    from lensforge.recipes import RECIPES
+    assert RECIPES["gan"]["lr"] > gan.SMALL_DATA_LR
+    r = gan.train(str(folder), epochs=1, out=tmp_path / "small", **no_lr)
+    ckpt = load_checkpoint(r.dir / "weights" / "last.pt", task="gan")
+    assert ckpt["config"]["lr"] == pytest.approx(gan.SMALL_DATA_LR) and r.results["d_lr"] == pytest.approx(gan.SMALL_DATA_LR)
+    r = gan.train(str(folder), epochs=1, out=tmp_path / "given", **no_lr, lr=6e-4)
+    assert load_checkpoint(r.dir / "weights" / "last.pt", task="gan")["config"]["lr"] == pytest.approx(6e-4)
