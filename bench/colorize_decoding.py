@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from lensforge.engine.checkpoint import load_checkpoint  # noqa: E402
+from lensforge.errors import LensforgeError  # noqa: E402
 from lensforge.fileio import write_json, write_text  # noqa: E402
 from lensforge.options import make  # noqa: E402
 from lensforge.specs.colorize import ColorizeOptions  # noqa: E402
@@ -93,4 +94,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except LensforgeError as e:       # no run there, another task's run: one line, exit 1
+        sys.exit(f"colorize_decoding: {e}")
