@@ -56,7 +56,7 @@ JUDGE_EPOCHS_LARGE = 3
 # without the n_dis > 1 extra D steps that SNGAN used (each costs a forward/backward on this CPU).
 SN_D_LR_FACTOR = 2.0
 # The recipe's lr (6e-4, lensforge.recipes) was measured on MNIST's 60,000 images. On ORL's 320 faces (DiffAugment,
-# 150 epochs, batch 32) it gave a held-out FD of 3736 against 3045 at DCGAN's 2e-4, so a training set under
+# 150 epochs, batch 32) it gave a held-out FD of 3736 against 2566 at DCGAN's 2e-4, so a training set under
 # AUGMENT_BELOW images keeps 2e-4 unless --lr is given (bench/results/generative.json, docs/generative.md).
 SMALL_DATA_LR = 2e-4
 PROGRESS_ROWS = 16  # progress.png shows at most this many epochs (evenly spaced, first and last included)
