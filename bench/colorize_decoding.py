@@ -58,26 +58,30 @@ def main() -> int:
     ap.add_argument("run", type=Path, help="a finished colorize run folder")
     ap.add_argument("--name", default="", help="suffix of the result files")
     a = ap.parse_args()
-    ckpt = load_checkpoint(a.run / "weights" / "best.pt", task=C.TASK)
-    col = C.load(a.run)
+    ckpt = load_checkpoint(a.run, task=C.TASK)        # the run's best.pt, read once
+    col = C.Colorizer(ckpt)
     ds, _ = C.load_colour_data(make(ColorizeOptions, ckpt["options"]), ckpt["config"]["seed"])
     if ds.val is None or ds.test is None:
         raise SystemExit(f"{a.run}: the run has no validation or no test split to measure on")
     t0 = time.perf_counter()
     val = C.sweep_decodings(col.model, ds.val, col.bins, col.class_weights, col.rt, gains=GAINS)
-    rows, base = [], None
-    for gain in GAINS:
-        pick = C.pick_decoding([r for r in val if r["gain"] == gain])
-        test = C.sweep_decodings(col.model, ds.test, col.bins, col.class_weights, col.rt,
-                                 temps=(pick["temperature"],), corrections=(pick["correction"],), gains=(gain,))[0]
-        if base is None:    # the originals' colourfulness on test (and the gain-1 decoding's SSIM etc.)
-            base = C.evaluate_split(col.model, ds.test, col.bins,
-                                    (pick["temperature"], col.class_weights, pick["correction"]), col.rt)
+    picks = {gain: C.pick_decoding([r for r in val if r["gain"] == gain]) for gain in GAINS}
+    # One pass over the test split for every chosen decoding (the grid spanned by the picks), one for the
+    # originals' colourfulness (and the gain-1 decoding's SSIM etc.).
+    test = C.sweep_decodings(col.model, ds.test, col.bins, col.class_weights, col.rt,
+                             temps=sorted({p["temperature"] for p in picks.values()}),
+                             corrections=sorted({p["correction"] for p in picks.values()}), gains=GAINS)
+    base = C.evaluate_split(col.model, ds.test, col.bins,
+                            (picks[1.0]["temperature"], col.class_weights, picks[1.0]["correction"]), col.rt)
+    rows = []
+    for gain, pick in picks.items():
+        key = (pick["temperature"], pick["correction"], gain)
+        row = next(r for r in test if (r["temperature"], r["correction"], r["gain"]) == key)
         rows.append({"gain": gain, "temperature": pick["temperature"], "correction": pick["correction"],
                      "val_psnr_minus_grey": round(pick["psnr"] - pick["grey_psnr"], 3),
                      "val_colourfulness": pick["colourfulness"],
-                     "test_psnr_minus_grey": round(test["psnr"] - test["grey_psnr"], 3),
-                     "test_colourfulness": test["colourfulness"]})
+                     "test_psnr_minus_grey": round(row["psnr"] - row["grey_psnr"], 3),
+                     "test_colourfulness": row["colourfulness"]})
     original = base["test_original_colourfulness"]
     for r in rows:
         r["test_colourfulness_ratio"] = round(r["test_colourfulness"] / original, 4)
