@@ -95,7 +95,7 @@ def test_auto_picks_whitenet_for_small_colour_images_and_the_caller_wins(tmp_pat
     ckpt = load_checkpoint(run.best_weights, task="classify")
     assert ckpt["model_name"] == "whitenet" and ckpt["tta"] == "flip+shift" and ckpt["augment"]["alternating_flip"]
     cfg = ckpt["config"]
-    assert cfg["optimizer"] == "sgd" and cfg["momentum"] == 0.85 and cfg["epochs"] == 3   # recipe, caller's epochs
+    assert cfg["optimizer"] == "muon" and cfg["momentum"] == 0.85 and cfg["epochs"] == 3   # recipe, caller's epochs
     assert ckpt["options"]["label_smoothing"] == 0.1 and ckpt["model_kwargs"]["width"] == 16
     # three colour classes from 96 training images: far above chance (1/3)
     assert run.results["test_accuracy"] >= 0.9 and run.results["tta"] == "flip+shift"

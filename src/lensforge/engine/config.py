@@ -16,9 +16,13 @@ class TrainConfig:
     epochs: int = option(10, "epochs to train", low=1, high=100000, group=TRAIN)
     batch_size: int = option(128, "global batch size: images per optimiser step, over all processes of a distributed run", low=1, high=65536, group=TRAIN)
     lr: float = option(2e-3, "peak learning rate", low=1e-9, high=10.0, group=TRAIN)
-    optimizer: str = option("adamw", "adamw, or sgd with Nesterov momentum", choices=("adamw", "sgd"), group=TRAIN)
+    optimizer: str = option("adamw", "adamw; sgd with Nesterov momentum; or muon: orthogonalised updates for "
+                            "convolution kernels (at --muon-lr), sgd for the rest", choices=("adamw", "sgd", "muon"),
+                            group=TRAIN)
+    muon_lr: float = option(0.24, "peak learning rate of the convolution kernels under --optimizer muon",
+                            low=1e-6, high=10.0, group=TRAIN)
     weight_decay: float | None = option(None, "weight decay", low=0.0, high=1.0, group=TRAIN,
-                                        default_help="0.05 adamw, 5e-4 sgd")
+                                        default_help="0.05 adamw, 5e-4 sgd and muon")
     momentum: float = option(0.9, "SGD momentum", low=0.0, high=0.999, group=TRAIN, cli=False)
     schedule: str = option("onecycle", "learning-rate schedule after warm-up",
                            choices=("onecycle", "cosine", "constant"), group=TRAIN)

@@ -28,6 +28,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig  # noqa: F401  (re-exported: tasks import it from here)
 from .device import Runtime, select_runtime
 from .ema import EMA
+from .muon import MuonSGD, split_kernels
 from .schedule import lr_factor
 
 
@@ -54,10 +55,13 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, betas: tuple[float
     {"params": [...], "lr_scale": s, "decay": bool}. A group runs at s x the scheduled learning
     rate, and its weight decay is divided by s, so every decayed parameter shrinks by the same
     amount per step whatever its group's rate (whitenet's batch-norm biases learn at 64x).
+    With --optimizer muon the convolution kernels of every group move to Muon groups at --muon-lr
+    (engine/muon.py); a group marked "scale_invariant" keeps its kernels' norms fixed there.
     `betas` are Adam's (a task may set its own, e.g. a GAN's generator)."""
     if hasattr(model, "optimizer_groups"):
         groups = [{"params": g["params"], "lr_scale": float(g.get("lr_scale", 1.0)),
-                   "weight_decay": cfg.weight_decay / float(g.get("lr_scale", 1.0)) if g.get("decay", True) else 0.0}
+                   "weight_decay": cfg.weight_decay / float(g.get("lr_scale", 1.0)) if g.get("decay", True) else 0.0,
+                   "scale_invariant": bool(g.get("scale_invariant", False))}
                   for g in model.optimizer_groups()]
     else:
         decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
@@ -65,6 +69,8 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, betas: tuple[float
         groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    if cfg.optimizer == "muon":
+        return MuonSGD(split_kernels(groups, cfg.muon_lr / cfg.lr), lr=cfg.lr, momentum=cfg.momentum)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas)
 
 

@@ -6,7 +6,8 @@ rewritten for lensforge's engine and a CPU:
 - a frozen first layer that *whitens* 2x2 patches: its filters are the eigenvectors of the
   training patches' covariance scaled by 1/sqrt(eigenvalue), and their negatives, so the next
   layer sees decorrelated, unit-variance inputs from the first step (`fit_to_data`);
-- three conv groups (conv, max-pool, BN, GELU, conv, BN, GELU) of 64, 256 and 256 channels;
+- three conv groups (conv, max-pool, BN, GELU, conv, BN, GELU) of w, 4w and 4w channels (w = 64
+  as airbench; the CIFAR recipe takes 96, recipes.py);
   convolutions start as identities on their first input channels (dirac), which trains faster
   from scratch than a purely random start;
 - batch norm without a learned scale, whose biases learn 64x faster than the rest
@@ -104,11 +105,14 @@ class WhiteNet(nn.Module):
 
     def optimizer_groups(self) -> list[dict]:
         """Batch-norm biases at BN_BIAS_LR_SCALE x the learning rate; everything trainable decays
-        (engine/trainer.build_optimizer divides each group's decay by its scale)."""
+        (engine/trainer.build_optimizer divides each group's decay by its scale), except kernels
+        under --optimizer muon, whose norms stay fixed."""
         norm = [p for m in self.modules() if isinstance(m, _BatchNorm) for p in m.parameters() if p.requires_grad]
         ids = {id(p) for p in norm}
         rest = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
-        return [{"params": rest, "lr_scale": 1.0}, {"params": norm, "lr_scale": BN_BIAS_LR_SCALE}]
+        # Every kernel is followed by batch norm, so its scale is free: Muon keeps it fixed instead of decaying it.
+        return [{"params": rest, "lr_scale": 1.0, "scale_invariant": True},
+                {"params": norm, "lr_scale": BN_BIAS_LR_SCALE}]
 
 
 register("whitenet")(WhiteNet)

@@ -93,8 +93,8 @@ class TrainableTask:
         single step: measured 0.087 test accuracy on ORL. So: the batch is the largest power of two
         with at least 40 steps per epoch (16..recipe; 40 lets whitenet's batch of 1024 stand on
         CIFAR-10's 50,000 images: 48 steps), the peak lr scales with sqrt(batch) as for
-        Adam-type optimisers (linearly for SGD), without an explicit --epochs such a small set's run
-        gets at least 600 steps, and a
+        Adam-type optimisers (linearly for SGD and muon's SGD part; muon's kernel rate with sqrt),
+        without an explicit --epochs such a small set's run gets at least 600 steps, and a
         run shorter than the weight EMA's horizon (1/(1-decay) steps) gets a horizon of a fifth of
         the run (an EMA of 0.999 over a 44-step run is mostly the random initialisation). Runs on
         the 50-60k-image sets keep the recipe exactly.
@@ -109,15 +109,21 @@ class TrainableTask:
             while batch > 16 and n_train // batch < MIN_STEPS_PER_EPOCH:
                 batch //= 2
             if batch != cfg.batch_size:
-                # Adam-type steps are normalised, so their lr scales with sqrt(batch); SGD's with batch.
-                scale = (batch / cfg.batch_size) ** (1.0 if cfg.optimizer == "sgd" else 0.5)
+                # Adam-type steps are normalised, so their lr scales with sqrt(batch); SGD's with batch
+                # (muon's --lr is its SGD part's; its kernels' normalised steps follow sqrt, below).
+                sgd = cfg.optimizer in ("sgd", "muon")
+                ratio = batch / cfg.batch_size
+                scale = ratio ** (1.0 if sgd else 0.5)
                 self.choices.append(f"batch {batch} (recipe {cfg.batch_size}: {n_train} training images would give "
                                     f"{n_train // cfg.batch_size} steps per epoch)")
                 cfg.batch_size = batch
                 if "lr" not in self.given:
                     cfg.lr = float(f"{cfg.lr * scale:.3g}")
-                    rule = "batch ratio" if cfg.optimizer == "sgd" else "sqrt(batch ratio)"
+                    rule = "batch ratio" if sgd else "sqrt(batch ratio)"
                     self.choices.append(f"lr {cfg.lr:g} (recipe lr scaled by {rule})")
+                if cfg.optimizer == "muon" and "muon_lr" not in self.given:
+                    cfg.muon_lr = float(f"{cfg.muon_lr * ratio ** 0.5:.3g}")
+                    self.choices.append(f"muon-lr {cfg.muon_lr:g} (recipe muon-lr scaled by sqrt(batch ratio))")
         if "epochs" not in self.given and small:
             steps = max(1, n_train // cfg.batch_size)
             need = -(-600 // steps)
