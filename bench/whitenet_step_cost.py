@@ -9,7 +9,6 @@ warm-up ones (compile: after its first, compiling step). Writes bench/results/wh
 """
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 from lensforge.engine.config import TrainConfig
 from lensforge.engine.device import select_runtime
 from lensforge.engine.trainer import build_optimizer
+from lensforge.fileio import write_json
 from lensforge.models import create_model
 
 OUT = Path(__file__).resolve().parent / "results" / "whitenet_step_cost.json"
@@ -58,9 +58,9 @@ def main() -> None:
         rows.append({"optimizer": optimizer, "batch": batch, "compile": compiled, "width": width,
                      "step_seconds": round(s, 3), "seconds_per_1024_images": round(s * 1024 / batch, 3)})
         print(rows[-1], flush=True)
-    OUT.write_text(json.dumps({"command": "flock /tmp/lensforge-cpu.lock python bench/whitenet_step_cost.py",
-                               "torch": torch.__version__, "threads": torch.get_num_threads(),
-                               "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}, indent=2) + "\n")
+    write_json(OUT, {"command": "flock /tmp/lensforge-cpu.lock python bench/whitenet_step_cost.py",
+                     "torch": torch.__version__, "threads": torch.get_num_threads(),
+                     "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows})
 
 
 if __name__ == "__main__":
