@@ -94,6 +94,7 @@ def test_auto_picks_whitenet_for_small_colour_images_and_the_caller_wins(tmp_pat
     run = classify.train(str(root), epochs=3, width=16, label_smoothing=0.1, out=tmp_path / "run", progress=False)
     ckpt = load_checkpoint(run.best_weights, task="classify")
     assert ckpt["model_name"] == "whitenet" and ckpt["tta"] == "flip+shift" and ckpt["augment"]["alternating_flip"]
+    assert ckpt["augment"]["cutout"] == 8       # painted with the batch's means: black squares broke this folder
     cfg = ckpt["config"]
     assert cfg["optimizer"] == "muon" and cfg["momentum"] == 0.85 and cfg["epochs"] == 3   # recipe, caller's epochs
     assert ckpt["options"]["label_smoothing"] == 0.1 and ckpt["model_kwargs"]["width"] == 16
@@ -137,3 +138,24 @@ def test_cutout_zeroes_a_square_of_exactly_the_asked_size(size):
     assert int(rows.max()) == size and int(cols.max()) == size
     assert bool(((rows <= size) & (cols <= size)).all())
     assert cutout(x, 0) is x
+
+
+def test_cutout_mean_fill_paints_each_channels_batch_mean():
+    """The loader's cutout paints the batch's channel means (a black square on [0, 1] images is an
+    edge the whitening layer amplifies); "zero" stays for DiffAugment's [-1, 1] images."""
+    from lensforge.data.augment import cutout
+    from lensforge.data.catalog import Augment
+    g = torch.Generator().manual_seed(1)
+    x = torch.stack([torch.full((32, 32), 10), torch.full((32, 32), 200), torch.full((32, 32), 90)], 0)
+    x = x[None].repeat(16, 1, 1, 1).to(torch.uint8)
+    x[:8, 0] = 30                                             # channel 0's batch mean: 20
+    out = cutout(x, 8, torch.Generator().manual_seed(0), fill="mean")
+    changed = (out != x).any(1)
+    assert out.dtype == torch.uint8 and bool(changed.any())
+    painted = out.permute(0, 2, 3, 1)[changed]
+    assert painted.unique(dim=0).tolist() == [[20, 200, 90]]
+    f = cutout(x.float() / 255, 8, torch.Generator().manual_seed(0), fill="mean")
+    assert torch.allclose(f, out.float() / 255, atol=0.5 / 255)   # float and uint8 paint the same square
+    assert Augment(cutout=8).batch_kwargs()["cutout_fill"] == "mean"
+    with pytest.raises(ValueError, match="unknown cutout fill 'grey'"):
+        cutout(x, 8, g, fill="grey")
