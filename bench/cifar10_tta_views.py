@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from lensforge.data import load_dataset
 from lensforge.data.sets import TensorSet
 from lensforge.engine.checkpoint import load_checkpoint
+from lensforge.errors import LensforgeError
 from lensforge.fileio import write_json
 from lensforge.tasks.classify import Classifier, predict_logits
 
@@ -102,4 +103,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except LensforgeError as e:       # no run there, not a classifier's weights: one line, exit 1
+        sys.exit(f"cifar10_tta_views: {e}")
