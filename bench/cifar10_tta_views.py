@@ -74,7 +74,7 @@ def main() -> int:
     ap.add_argument("--split", choices=("test", "val"), default="test")
     a = ap.parse_args()
     torch.set_flush_denormal(True)
-    results = {}
+    results, splits = {}, {}      # (fraction, seed) -> dataset: decoding 60,000 JPEGs takes a minute
     for run in a.runs:
         t0 = time.perf_counter()
         ckpt = load_checkpoint(run / "weights" / "last.pt", task="classify")
@@ -82,7 +82,10 @@ def main() -> int:
         fraction = ckpt["options"].get("val_fraction", 0.0) if a.split == "val" else 0.0
         if a.split == "val" and not fraction:
             raise SystemExit(f"{run}: trained without --val-fraction, so it has no validation split")
-        ds = load_dataset(DATA, val_fraction=fraction, seed=ckpt["config"]["seed"])
+        key = (fraction, ckpt["config"]["seed"])
+        if key not in splits:
+            splits[key] = load_dataset(DATA, val_fraction=key[0], seed=key[1])
+        ds = splits[key]
         test = ds.val if a.split == "val" else ds.test
         y = test.labels
         ref, _ = predict_logits(clf.model, TensorSet(test.images, y), clf.rt, tta="flip+shift")
