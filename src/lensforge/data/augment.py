@@ -8,12 +8,21 @@ from __future__ import annotations
 import torch
 
 
-def random_translate(x: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Shift every image by its own random (dy, dx) in [-pad, pad], filling with zeros."""
+def random_translate(x: torch.Tensor, pad: int, generator: torch.Generator | None = None,
+                     fill: str = "zero") -> torch.Tensor:
+    """Shift every image by its own random (dy, dx) in [-pad, pad] (a random crop of the padded
+    batch). fill "zero" pads with 0 (mid-grey for DiffAugment's [-1, 1] images); "reflect" mirrors
+    the border as airbench's training crops and lensforge's flip+shift test views do: on [0, 1] or
+    uint8 photos a zero border is a black bar whose edge the whitening layer of models/whitenet.py
+    amplifies, and which no test image has. A shift as large as the image has nothing to mirror and
+    falls back to zeros."""
     if pad <= 0:
         return x
+    if fill not in ("zero", "reflect"):
+        raise ValueError(f"unknown translate fill {fill!r} (use zero or reflect)")
     n, c, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    mode = "reflect" if fill == "reflect" and pad < min(h, w) else "constant"
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode=mode)
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device="cpu").to(x.device)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device="cpu").to(x.device)
     rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
@@ -58,13 +67,13 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None,
 
 
 def augment_batch(x: torch.Tensor, *, translate: int = 0, flip: bool = False, cutout_size: int = 0,
-                  cutout_fill: str = "zero", stroke: float = 0.0, scale: float = 0.0, rotate: float = 0.0,
+                  cutout_fill: str = "zero", translate_fill: str = "zero", stroke: float = 0.0, scale: float = 0.0, rotate: float = 0.0,
                   blur: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """All of a batch's augmentation in a fixed order; an op that is off draws no random numbers,
     so settings without the digit ops replay exactly the streams they always did."""
     x = random_stroke(x, stroke, generator)
     x = random_affine(x, scale, rotate, generator)
-    x = random_translate(x, translate, generator)
+    x = random_translate(x, translate, generator, translate_fill)
     if flip:
         x = random_flip(x, generator)
     x = random_blur(x, blur, generator=generator)

@@ -43,7 +43,7 @@ CIFAR10_FILE = RemoteFile("cifar-10-binary.tar.gz",
 class Augment:
     """Batched on-device augmentation settings (see data/augment.py)."""
 
-    translate: int = 0      # max shift in pixels (random crop of a zero-padded image)
+    translate: int = 0      # max shift in pixels (random crop of the image padded by reflection)
     flip: bool = False      # horizontal flips: wrong for digits and text, right for objects
     cutout: int = 0         # side of a square painted with the batch's channel means, 0 = off
     stroke: float = 0.0     # share of images whose pen gets thicker or thinner (3x3 dilation/erosion)
@@ -63,7 +63,7 @@ class Augment:
         """These settings as data.augment.augment_batch's keyword arguments (alternating flips are
         the loader's: they need each image's index)."""
         return {"translate": self.translate, "flip": self.flip and not self.alternating_flip, "cutout_size": self.cutout,
-                "cutout_fill": "mean", "stroke": self.stroke, "scale": self.scale, "rotate": self.rotate, "blur": self.blur}
+                "cutout_fill": "mean", "translate_fill": "reflect", "stroke": self.stroke, "scale": self.scale, "rotate": self.rotate, "blur": self.blur}
 
 
 
