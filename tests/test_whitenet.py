@@ -159,3 +159,26 @@ def test_cutout_mean_fill_paints_each_channels_batch_mean():
     assert Augment(cutout=8).batch_kwargs()["cutout_fill"] == "mean"
     with pytest.raises(ValueError, match="unknown cutout fill 'grey'"):
         cutout(x, 8, g, fill="grey")
+
+
+def test_translate_reflect_fill_mirrors_the_border_and_matches_zero_shifts():
+    """The loader's shifts mirror the border (as the flip+shift test views do) instead of padding
+    black; the shift drawn is the same either way, only the uncovered strip differs."""
+    from lensforge.data.augment import random_translate
+    from lensforge.data.catalog import Augment
+    x = (torch.arange(64, dtype=torch.uint8) * 3 + 10).view(1, 1, 8, 8).repeat(32, 3, 1, 1)
+    zero = random_translate(x, 2, torch.Generator().manual_seed(5), fill="zero")
+    refl = random_translate(x, 2, torch.Generator().manual_seed(5), fill="reflect")
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="reflect")
+    for i in range(32):   # each output is some 8x8 window of the mirrored image, at the zero version's offset
+        hits = [(dy, dx) for dy in range(5) for dx in range(5) if torch.equal(padded[i, :, dy:dy + 8, dx:dx + 8], refl[i])]
+        assert hits
+        dy, dx = hits[0]
+        zp = torch.nn.functional.pad(x[i:i + 1], (2, 2, 2, 2))[0]
+        assert torch.equal(zp[:, dy:dy + 8, dx:dx + 8], zero[i])
+    assert bool((zero == 0).any()) and not bool((refl == 0).any())   # x has no zero pixel: no black bars
+    assert Augment(translate=2).batch_kwargs()["translate_fill"] == "reflect"
+    small = torch.ones(2, 1, 3, 3, dtype=torch.uint8)   # a shift as large as the image: nothing to mirror
+    assert random_translate(small, 3, torch.Generator().manual_seed(0), fill="reflect").shape == small.shape
+    with pytest.raises(ValueError, match="unknown translate fill 'wrap'"):
+        random_translate(x, 2, fill="wrap")
