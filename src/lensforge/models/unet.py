@@ -36,12 +36,18 @@ class UNet(nn.Module):
         """Input height and width must be multiples of this."""
         return 2 ** self.depth
 
+    def bottleneck(self, x: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """The deepest features on their way to the decoder, given the network's input too: as they
+        are here; a variant that brings in other context (bench/colorize_semantic.py) overrides it."""
+        return x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
+        skips, inputs = [], x
         for i, block in enumerate(self.down):
             x = block(x if i == 0 else F.max_pool2d(x, 2))
             skips.append(x)
         skips.pop()
+        x = self.bottleneck(x, inputs)
         for up, merge in zip(self.up, self.merge):
             x = merge(torch.cat([up(x), skips.pop()], dim=1))
         return self.head(x)
