@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from lensforge.color import lab_to_rgb  # noqa: E402
+from lensforge.errors import LensforgeError  # noqa: E402
 from lensforge.fileio import write_json  # noqa: E402
 from lensforge.models import register  # noqa: E402
 from lensforge.models.features import load_feature_net  # noqa: E402
@@ -86,6 +87,7 @@ def main() -> int:
     ap.add_argument("--data", default=str(DATA))
     a = ap.parse_args()
     SemanticColorizeTask.features = str(Path(a.features).resolve())
+    load_feature_net(SemanticColorizeTask.features)   # a wrong file is refused before the data is decoded
     out = ROOT / "bench" / "out" / "colorize" / a.name
     t0 = time.time()
     r = run(SemanticColorizeTask, a.data, out=out, epochs=a.epochs, eval_images=a.eval_images, progress=False)
@@ -99,4 +101,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except LensforgeError as e:       # a wrong weights file, unreadable data: one line, exit 1
+        sys.exit(f"colorize_semantic: {e}")
