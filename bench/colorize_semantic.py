@@ -92,7 +92,8 @@ def main() -> int:
     t0 = time.time()
     r = run(SemanticColorizeTask, a.data, out=out, epochs=a.epochs, eval_images=a.eval_images, progress=False)
     res = {k: v for k, v in r.results.items() if not k.endswith("_sweep")}
-    res.update({"command": f"python bench/colorize_semantic.py --features {a.features} --epochs {a.epochs} --name {a.name}",
+    res.update({"command": f"python bench/colorize_semantic.py --features {a.features} --epochs {a.epochs} "
+                           f"--name {a.name}",
                 "wall_seconds": round(time.time() - t0, 1), "run": str(out.relative_to(ROOT))})
     write_json(ROOT / "bench" / "results" / f"colorize_{a.name}.json", res)
     print({k: res[k] for k in ("test_psnr", "test_grey_psnr", "test_colourfulness_ratio", "temperature", "correction")

@@ -171,7 +171,8 @@ def test_translate_reflect_fill_mirrors_the_border_and_matches_zero_shifts():
     refl = random_translate(x, 2, torch.Generator().manual_seed(5), fill="reflect")
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="reflect")
     for i in range(32):   # each output is some 8x8 window of the mirrored image, at the zero version's offset
-        hits = [(dy, dx) for dy in range(5) for dx in range(5) if torch.equal(padded[i, :, dy:dy + 8, dx:dx + 8], refl[i])]
+        hits = [(dy, dx) for dy in range(5) for dx in range(5)
+                if torch.equal(padded[i, :, dy:dy + 8, dx:dx + 8], refl[i])]
         assert hits
         dy, dx = hits[0]
         zp = torch.nn.functional.pad(x[i:i + 1], (2, 2, 2, 2))[0]

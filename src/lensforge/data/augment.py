@@ -67,8 +67,8 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None,
 
 
 def augment_batch(x: torch.Tensor, *, translate: int = 0, flip: bool = False, cutout_size: int = 0,
-                  cutout_fill: str = "zero", translate_fill: str = "zero", stroke: float = 0.0, scale: float = 0.0, rotate: float = 0.0,
-                  blur: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+                  cutout_fill: str = "zero", translate_fill: str = "zero", stroke: float = 0.0, scale: float = 0.0,
+                  rotate: float = 0.0, blur: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """All of a batch's augmentation in a fixed order; an op that is off draws no random numbers,
     so settings without the digit ops replay exactly the streams they always did."""
     x = random_stroke(x, stroke, generator)

@@ -63,7 +63,8 @@ class Augment:
         """These settings as data.augment.augment_batch's keyword arguments (alternating flips are
         the loader's: they need each image's index)."""
         return {"translate": self.translate, "flip": self.flip and not self.alternating_flip, "cutout_size": self.cutout,
-                "cutout_fill": "mean", "translate_fill": "reflect", "stroke": self.stroke, "scale": self.scale, "rotate": self.rotate, "blur": self.blur}
+                "cutout_fill": "mean", "translate_fill": "reflect", "stroke": self.stroke, "scale": self.scale,
+                "rotate": self.rotate, "blur": self.blur}
 
 
 
