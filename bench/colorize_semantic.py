@@ -30,7 +30,6 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from lensforge.color import lab_to_rgb  # noqa: E402
 from lensforge.errors import LensforgeError  # noqa: E402
 from lensforge.fileio import write_json  # noqa: E402
 from lensforge.models import register  # noqa: E402
@@ -56,8 +55,7 @@ class SemanticUNet(UNet):
     def context(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         with torch.no_grad():
             L = (x.float() + 1) * 50                                     # C.l_input undone
-            grey = lab_to_rgb(torch.cat([L, torch.zeros_like(L), torch.zeros_like(L)], 1))
-            grey = F.interpolate(grey, scale_factor=UPSAMPLE, mode="bilinear", align_corners=False)
+            grey = F.interpolate(C._grey(L), scale_factor=UPSAMPLE, mode="bilinear", align_corners=False)
             f = self.semantic(grey, (DEEPEST,))[DEEPEST]
         return self.project(F.adaptive_avg_pool2d(f, size))
 
