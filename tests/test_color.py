@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from lensforge.color import colourfulness, lab_to_rgb, psnr, rgb_to_lab, ssim
+from lensforge.color import colourfulness, is_greyscale, lab_to_rgb, psnr, rgb_to_lab, ssim
 
 
 def test_lab_round_trip_is_exact_to_a_fraction_of_a_grey_level():
@@ -63,6 +63,17 @@ def test_psnr_ssim_and_colourfulness_behave():
     grey = x.mean(1, keepdim=True).repeat(1, 3, 1, 1)
     assert torch.allclose(colourfulness(grey), torch.zeros(2), atol=1e-3)
     assert (colourfulness(x) > 10).all()
+
+
+def test_greyscale_means_no_channel_apart_by_more_than_two_levels():
+    g = torch.Generator().manual_seed(4)
+    grey = torch.randint(0, 256, (3, 1, 8, 8), generator=g).repeat(1, 3, 1, 1)
+    jpeg_like = grey.clone()
+    jpeg_like[1, 2] = (jpeg_like[1, 2] + 2).clamp(max=255)     # a grey photo's 2-level chroma noise
+    one_pixel = grey.clone()
+    one_pixel[2, 0, 4, 4] = (one_pixel[2, 0, 4, 4] + 10) % 256  # one coloured pixel is colour
+    batch = torch.cat([grey, jpeg_like[1:2], one_pixel[2:3]]).float() / 255
+    assert is_greyscale(batch).tolist() == [True, True, True, True, False]
 
 
 def test_ssim_agrees_with_scikit_image():

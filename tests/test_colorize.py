@@ -347,3 +347,41 @@ def test_sweep_gains_scale_the_chroma_and_keep_the_plain_rows(trained):
             assert r["psnr"] == pytest.approx(r["grey_psnr"], abs=1e-3) and r["colourfulness"] < 1e-2
     by_gain = {r["gain"]: r["colourfulness"] for r in gained if r["correction"] == 0.0}
     assert by_gain[0.0] < by_gain[1.0] < by_gain[2.0]
+
+
+def test_greyscale_originals_are_counted_and_left_out_of_the_colour_measures(trained):
+    """A test split with greyscale photos: the colour figures are those of its colour images alone,
+    the greyscale ones are counted, and PSNR over every image is kept beside them."""
+    from lensforge.data.sets import TensorSet
+
+    col = colorize.load(trained.dir)
+    opts = torch.load(trained.dir / "weights" / "best.pt", weights_only=True)["options"]
+    colour = colorize.load_colour_data(make(ColorizeOptions, opts), 0)[0].test
+    imgs = colour.take(torch.arange(len(colour)))[0]
+    greys = imgs[:3].float().mean(1, keepdim=True).round().byte().repeat(1, 3, 1, 1)
+    mixed = TensorSet(torch.cat([imgs, greys]))
+    dec = (col.temperature, col.class_weights, col.correction)
+    alone = colorize.evaluate_split(col.model, colour, col.bins, dec, col.rt)
+    with_grey = colorize.evaluate_split(col.model, mixed, col.bins, dec, col.rt)
+    assert (with_grey["test_images"], with_grey["test_greyscale_originals"]) == (len(colour), 3)
+    for k in ("test_psnr", "test_grey_psnr", "test_colourfulness", "test_original_colourfulness"):
+        assert with_grey[k] == pytest.approx(alone[k], abs=1e-3)
+    # on every image the grey baseline gains (exact on the greyscale ones), ours does not
+    assert with_grey["test_grey_psnr_all_images"] > alone["test_grey_psnr_all_images"] + 10
+    assert with_grey["test_grey_pooled_psnr_all_images"] > alone["test_grey_pooled_psnr_all_images"]
+    assert with_grey["test_grey_pooled_psnr_all_images"] < 60      # finite: the split's mean error is not 0
+    rows = colorize.sweep_decodings(col.model, mixed, col.bins, col.class_weights, col.rt, temps=(0.5,),
+                                    corrections=(1.0,))
+    assert rows[0]["images"] == len(colour)
+    assert rows[0]["grey_psnr"] == pytest.approx(alone["test_grey_psnr"], abs=1e-3)
+    assert colorize.sweep_decodings(col.model, TensorSet(greys), col.bins, col.class_weights, col.rt) == []
+
+
+def test_a_folder_of_greyscale_photos_is_refused_in_one_line(tmp_path, capsys):
+    data = make_folder(tmp_path / "d", n_train=6, n_test=2)
+    for f in data.rglob("*.png"):
+        Image.open(f).convert("L").convert("RGB").save(f)
+    assert main(["colorize", "train", "--data", str(data), "--no-progress", "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(data) in err[0] and "greyscale" in err[0]
+    assert not (tmp_path / "r").exists()

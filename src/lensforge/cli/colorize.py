@@ -10,7 +10,7 @@ def _headline(r: dict) -> str:
     return (f"test_psnr={r['test_psnr']:.3f} grey_psnr={r['test_grey_psnr']:.3f} test_ssim={r['test_ssim']:.4f} "
             f"grey_ssim={r['test_grey_ssim']:.4f} colourfulness={r['test_colourfulness']:.2f} "
             f"original_colourfulness={r['test_original_colourfulness']:.2f} temperature={r['temperature']} "
-            f"correction={r['correction']}")
+            f"correction={r['correction']}" + (f" ({r['test_measured_on']})" if "test_measured_on" in r else ""))
 
 
 def train(values: dict) -> int:
