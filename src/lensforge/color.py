@@ -134,6 +134,7 @@ GREYSCALE_TOLERANCE = 2.5 / 255
 
 def is_greyscale(rgb: torch.Tensor) -> torch.Tensor:
     """(B,3,H,W) in [0,1] -> (B,) bool: True where the image has no colour (R, G, B equal to within
-    GREYSCALE_TOLERANCE in every pixel). CIFAR-10 holds such photos (120 of its 10,000 test images, 113 exactly R = G = B)."""
+    GREYSCALE_TOLERANCE in every pixel). CIFAR-10 holds such photos: 120 of its 10,000 test images,
+    113 of them exactly R = G = B."""
     x = rgb.float()
     return (x.amax(1) - x.amin(1)).flatten(1).amax(1) <= GREYSCALE_TOLERANCE

@@ -62,8 +62,9 @@ def tta_mode(meta: dict) -> str:
 
 def pick_model(shape: tuple[int, int, int]) -> str:
     """--model auto: whitenet for 32x32 colour images (CIFAR-10 and folders like it: 0.9218 on the
-    JPEG CIFAR-10 in 34 minutes on a 2-core CPU, bench/results/cifar10_muon_w96_20ep_cutout8mean_reflect.md); the
-    course's cnn elsewhere (28 px digits and clothes, larger photos)."""
+    JPEG CIFAR-10 in 34 minutes on a 2-core CPU,
+    bench/results/cifar10_muon_w96_20ep_cutout8mean_reflect.md); the course's cnn elsewhere (28 px
+    digits and clothes, larger photos)."""
     return "whitenet" if tuple(shape) == (3, 32, 32) else "cnn"
 
 

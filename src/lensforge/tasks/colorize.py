@@ -232,6 +232,11 @@ def unet_bytes_per_pixel(base: int, bins: int, training: bool) -> float:
 
 # ----------------------------------------------------------------------------- training task
 
+def spread_indices(total: int, k: int) -> torch.Tensor:
+    """min(k, total) distinct indices spread evenly over range(total), first and last included."""
+    return torch.linspace(0, total - 1, min(k, total)).long()
+
+
 def load_colour_data(opts: ColorizeOptions, seed: int):
     """The dataset and its (H, W), refused in one line unless it is colour and fits the U-Net."""
     m = 2 ** opts.depth
@@ -247,7 +252,7 @@ def load_colour_data(opts: ColorizeOptions, seed: int):
         raise UsageError(f"{opts.data}: images are {h}x{w}; pass --image-size S with S a multiple of {m}")
     # A folder of black-and-white photos decodes to three equal channels and would train a model that
     # only ever says grey: refused from a sample (all of a small folder, 256 spread images of a large one).
-    sample = torch.linspace(0, len(ds.train) - 1, min(256, len(ds.train))).long().unique()
+    sample = spread_indices(len(ds.train), 256)
     if bool(is_greyscale(ds.train.take(sample)[0].float() / 255).all()):
         raise DataError(f"{opts.data}: the training images are greyscale (R = G = B in all {len(sample)} looked "
                         "at); colourisation learns from colour photos")
@@ -491,9 +496,9 @@ def evaluate_split(net, data, bins, dec: tuple, rt: Runtime) -> dict:
         out = lab_to_rgb(torch.cat([L, decode(logits, bins, *dec)], 1))
         grey = _grey(L)
         ours_psnr, grey_psnr = psnr(out, x), psnr(grey, x)
-        for key, val in (("psnr", ours_psnr), ("grey_psnr", grey_psnr), ("mse", (out - x).pow(2).flatten(1).mean(1)),
-                         ("grey_mse", (grey - x).pow(2).flatten(1).mean(1))):
-            every[key] += float(val.sum())
+        for who, p in (("", ours_psnr), ("grey_", grey_psnr)):   # each image's MSE back from its PSNR
+            every[f"{who}psnr"] += float(p.sum())
+            every[f"{who}mse"] += float(torch.pow(10.0, -p.double() / 10).sum())
         n_all += len(x)
         colour = ~is_greyscale(x)
         if not colour.any():
@@ -504,8 +509,9 @@ def evaluate_split(net, data, bins, dec: tuple, rt: Runtime) -> dict:
                          ("original_colourfulness", colourfulness(x)), ("grey_colourfulness", colourfulness(grey))):
             acc[key] += float(val.sum())
         n += len(x)
-    res = {f"test_{k}": round(v / n, 4) for k, v in acc.items()} if n else {}
+    res = {}
     if n:
+        res = {f"test_{k}": round(v / n, 4) for k, v in acc.items()}
         res["test_colourfulness_ratio"] = round(acc["colourfulness"] / max(acc["original_colourfulness"], 1e-9), 4)
     res["test_images"], res["test_greyscale_originals"] = n, n_all - n
     if n_all:
@@ -521,7 +527,7 @@ def evaluate_split(net, data, bins, dec: tuple, rt: Runtime) -> dict:
 def _comparison_strip(net, data, bins, dec: tuple, rt, path: Path, n: int = 8) -> None:
     from ..report import save_image_grid_png
 
-    idx = torch.linspace(0, len(data) - 1, min(n, len(data))).long()
+    idx = spread_indices(len(data), n)
     x, _ = data.take(idx)
     x = x.float().to(rt.device) / 255
     lab = rgb_to_lab(x)
