@@ -50,8 +50,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.path in srv.drop:  # promise the whole body, send half, hang up
             body = body[: len(body) // 2]
             self.close_connection = True
-        self.wfile.write(body)
+        # Recorded before the write: once the body is out the client may finish and the test read
+        # `sent` before this thread gets back to it (seen under load: [] instead of [156000]).
         srv.sent.append(len(body))
+        self.wfile.write(body)
 
 
 @pytest.fixture(scope="module")
